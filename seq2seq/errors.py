@@ -1,4 +1,9 @@
-"""The one exception type that means "the user's input is wrong"."""
+"""The one exception type that means "the user's input is wrong", and how scripts report it."""
+
+import sys
+from typing import NoReturn
+
+USER_ERROR_EXIT = 2
 
 
 class UserError(Exception):
@@ -8,3 +13,10 @@ class UserError(Exception):
     status 2, without a traceback. The message names the file (and line) or
     the setting at fault.
     """
+
+
+def exit_on_user_error(err: UserError) -> NoReturn:
+    """Print `error: <message>` as one line on stderr and exit with status 2."""
+    message = " ".join(str(err).split("\n"))
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)

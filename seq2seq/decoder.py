@@ -1,0 +1,161 @@
+"""Recurrent decoder, with Bahdanau attention and input feeding, or with a fixed context.
+
+Shapes: B batch, S source length, T target length, E embedding size, H decoder
+hidden size, D encoder output size, A attention size, L decoder layers, V vocabulary.
+
+Without attention (Cho et al., 2014) the encoder summary c is fed at every step:
+    s_t = RNN([y_{t-1}; c], s_{t-1}),   o_t = tanh(W [s_t; c])
+With attention (additive scores, input feeding as in Luong et al., 2015):
+    s_t = RNN([y_{t-1}; o_{t-1}], s_{t-1}),   c_t = attend(s_t),   o_t = tanh(W [s_t; c_t])
+In both, p(y_t) = softmax(W_out dropout(o_t)).
+"""
+
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.attention import BahdanauAttention
+from seq2seq.encoder import Cell, make_rnn
+
+AttentionType = Literal["none", "bahdanau"]
+
+
+class Memory(NamedTuple):
+    """What the decoder reads from the encoder, for a batch."""
+
+    states: Tensor  # (B, S, D)
+    mask: Tensor  # (B, S) bool, True at real source tokens
+    keys: Tensor | None  # (B, S, A) projected once per sentence; None without attention
+    summary: Tensor  # (B, D)
+
+    def index_select(self, index: Tensor) -> "Memory":
+        """Pick (or repeat) batch rows."""
+        return Memory(*(None if t is None else t.index_select(0, index) for t in self))
+
+
+class DecoderState(NamedTuple):
+    """The recurrent state carried from one decoder step to the next."""
+
+    hidden: Tensor  # (L, B, H)
+    cell: Tensor | None  # (L, B, H) for LSTM, else None
+    feed: Tensor | None  # (B, H) previous attentional output (input feeding), or None
+
+    def index_select(self, index: Tensor) -> "DecoderState":
+        """Pick (or repeat) batch rows."""
+        cell = None if self.cell is None else self.cell.index_select(1, index)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        return DecoderState(self.hidden.index_select(1, index), cell, feed)
+
+    def rnn_state(self) -> Tensor | tuple[Tensor, Tensor]:
+        """The state in the form `nn.GRU` / `nn.LSTM` take."""
+        return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+class Decoder(nn.Module):
+    """Conditional RNN language model over the target, reading the encoder memory."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        hidden_size: int,
+        memory_size: int,
+        *,
+        num_layers: int,
+        cell: Cell,
+        attention: AttentionType,
+        dropout: float,
+        pad_id: int,
+        tie_embeddings: bool,
+    ) -> None:
+        super().__init__()
+        if attention not in ("none", "bahdanau"):
+            raise ValueError(f"attention must be 'none' or 'bahdanau', got {attention!r}")
+        if tie_embeddings and embed_dim != hidden_size:
+            raise ValueError(
+                f"tie_embeddings needs embed_dim == hidden_size, got {embed_dim} and {hidden_size}"
+            )
+        self.cell = cell
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.bridge = nn.Linear(memory_size, num_layers * hidden_size)
+        feed_size = hidden_size if attention == "bahdanau" else memory_size
+        self.rnn = make_rnn(cell, embed_dim + feed_size, hidden_size, num_layers, dropout=dropout)
+        self.attention = (
+            BahdanauAttention(hidden_size, memory_size, hidden_size)
+            if attention == "bahdanau"
+            else None
+        )
+        self.pre_output = nn.Linear(hidden_size + memory_size, hidden_size)
+        self.output = nn.Linear(hidden_size, vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.embed.weight
+
+    def init_memory(self, states: Tensor, mask: Tensor, summary: Tensor) -> Memory:
+        """Wrap encoder outputs, projecting the attention keys once."""
+        keys = None if self.attention is None else self.attention.project_keys(states)
+        return Memory(states, mask, keys, summary)
+
+    def init_state(self, memory: Memory) -> DecoderState:
+        """Initial state from the encoder summary through a tanh bridge."""
+        batch = memory.summary.size(0)
+        hidden = torch.tanh(self.bridge(memory.summary))  # (B, L * H)
+        hidden = hidden.view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        cell = torch.zeros_like(hidden) if self.cell == "lstm" else None
+        feed = None if self.attention is None else hidden.new_zeros(batch, self.hidden_size)
+        return DecoderState(hidden, cell, feed)
+
+    def forward(self, tgt_in: Tensor, memory: Memory, state: DecoderState) -> Tensor:
+        """Teacher-forced decoding: (B, T) previous tokens -> (B, T, V) logits."""
+        embedded = self.dropout(self.embed(tgt_in))  # (B, T, E)
+        if self.attention is None:
+            outputs, _ = self._fixed_context_steps(embedded, memory, state)  # (B, T, H)
+        else:
+            per_step = []
+            for t in range(embedded.size(1)):
+                output, state, _ = self._attention_step(embedded[:, t], memory, state)
+                per_step.append(output)
+            outputs = torch.stack(per_step, dim=1)  # (B, T, H)
+        return self.output(self.dropout(outputs))  # (B, T, V)
+
+    def step(
+        self, prev_tokens: Tensor, memory: Memory, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One step: (B,) previous tokens -> (B, V) logits, new state, (B, S) attention or None."""
+        embedded = self.dropout(self.embed(prev_tokens))  # (B, E)
+        if self.attention is None:
+            outputs, state = self._fixed_context_steps(embedded.unsqueeze(1), memory, state)
+            output, weights = outputs.squeeze(1), None  # (B, H)
+        else:
+            output, state, weights = self._attention_step(embedded, memory, state)
+        return self.output(self.dropout(output)), state, weights
+
+    def _fixed_context_steps(
+        self, embedded: Tensor, memory: Memory, state: DecoderState
+    ) -> tuple[Tensor, DecoderState]:
+        """All steps at once (no feedback but the tokens): (B, T, E) -> (B, T, H) outputs."""
+        context = memory.summary.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (B, T, D)
+        rnn_out, final = self.rnn(torch.cat([embedded, context], dim=2), state.rnn_state())
+        outputs = torch.tanh(self.pre_output(torch.cat([rnn_out, context], dim=2)))  # (B, T, H)
+        return outputs, _as_state(final, feed=None)
+
+    def _attention_step(
+        self, embedded: Tensor, memory: Memory, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One attentional step, input-fed: (B, E) -> (B, H) output, state, (B, S) weights."""
+        rnn_in = torch.cat([embedded, state.feed], dim=1).unsqueeze(1)  # (B, 1, E + H)
+        rnn_out, final = self.rnn(rnn_in, state.rnn_state())
+        query = rnn_out.squeeze(1)  # (B, H)
+        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)  # (B, D)
+        output = torch.tanh(self.pre_output(torch.cat([query, context], dim=1)))  # (B, H)
+        return output, _as_state(final, feed=output), weights
+
+
+def _as_state(final: Tensor | tuple[Tensor, Tensor], feed: Tensor | None) -> DecoderState:
+    """Wrap what `nn.GRU` / `nn.LSTM` return as the final state."""
+    if isinstance(final, tuple):
+        return DecoderState(final[0], final[1], feed)
+    return DecoderState(final, None, feed)

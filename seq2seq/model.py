@@ -1,0 +1,108 @@
+"""The encoder-decoder: one interface for training (`forward`) and search (`encode`, `decode_step`).
+
+Shapes: B batch, S source length, T target length, V target vocabulary.
+"""
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.decoder import AttentionType, Decoder, DecoderState, Memory
+from seq2seq.encoder import Cell, Encoder, length_mask
+
+
+class Seq2Seq(nn.Module):
+    """A recurrent encoder-decoder (GRU, LSTM or tanh RNN), with or without Bahdanau attention.
+
+    Args:
+        src_vocab_size: source vocabulary size.
+        tgt_vocab_size: target vocabulary size.
+        pad_id: padding id (both sides).
+        bos_id: id that starts every target sequence.
+        eos_id: id that ends every target sequence.
+        cell: recurrent cell of encoder and decoder.
+        attention: "bahdanau" (additive, input feeding) or "none" (fixed context).
+        embed_dim: embedding size (both sides).
+        hidden_size: encoder hidden size per direction, and decoder hidden size.
+        encoder_layers: stacked encoder layers.
+        decoder_layers: stacked decoder layers.
+        bidirectional: bidirectional encoder.
+        dropout: dropout on embeddings, between layers and before the output projection.
+        tie_embeddings: share target embedding and output projection (embed_dim == hidden_size).
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        *,
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
+        cell: Cell = "gru",
+        attention: AttentionType = "bahdanau",
+        embed_dim: int = 256,
+        hidden_size: int = 256,
+        encoder_layers: int = 1,
+        decoder_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.2,
+        tie_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.encoder = Encoder(
+            src_vocab_size,
+            embed_dim,
+            hidden_size,
+            num_layers=encoder_layers,
+            cell=cell,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            pad_id=pad_id,
+        )
+        self.decoder = Decoder(
+            tgt_vocab_size,
+            embed_dim,
+            hidden_size,
+            self.encoder.output_size,
+            num_layers=decoder_layers,
+            cell=cell,
+            attention=attention,
+            dropout=dropout,
+            pad_id=pad_id,
+            tie_embeddings=tie_embeddings,
+        )
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
+        """(B, S) source ids and (B,) lengths -> encoder memory and initial decoder state.
+
+        An empty source (length 0) is read as a single padding token.
+        """
+        if src.size(1) == 0:
+            src = src.new_full((src.size(0), 1), self.pad_id)
+        src_lengths = src_lengths.clamp(min=1)
+        states, summary = self.encoder(src, src_lengths)  # (B, S, D), (B, D)
+        memory = self.decoder.init_memory(states, length_mask(src_lengths, src.size(1)), summary)
+        return memory, self.decoder.init_state(memory)
+
+    def decode_step(
+        self, memory: Memory, state: DecoderState, prev_tokens: Tensor
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """(B,) previous tokens -> (B, V) log-probabilities, new state, (B, S) attention or None."""
+        logits, state, weights = self.decoder.step(prev_tokens, memory, state)
+        return torch.log_softmax(logits.float(), dim=-1), state, weights
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced: (B, S) source, (B,) lengths, (B, T) BOS + target -> (B, T, V) logits."""
+        memory, state = self.encode(src, src_lengths)
+        return self.decoder(tgt_in, memory, state)
+
+
+def build_model(hparams: Mapping[str, Any]) -> Seq2Seq:
+    """Build a `Seq2Seq` from a mapping that may hold other settings too (e.g. hparams)."""
+    names = inspect.signature(Seq2Seq).parameters
+    return Seq2Seq(**{name: value for name, value in hparams.items() if name in names})

@@ -1,0 +1,216 @@
+"""The Lightning system: trains a `Seq2Seq`, validates with loss and BLEU, tests with beams."""
+
+import math
+from functools import partial
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from seq2seq.decoder import AttentionType
+from seq2seq.encoder import Cell
+from seq2seq.metrics import corpus_scores
+from seq2seq.model import build_model
+from seq2seq.search import beam_search, greedy_search
+from seq2seq.tokenizer import Tokenizer
+
+Batch = dict[str, Tensor | list[str]]
+
+
+class TranslationModule(LightningModule):
+    """Label-smoothed training, validation BLEU on greedy output, test BLEU/chrF on beam output.
+
+    Args:
+        src_vocab_size: source vocabulary size (linked from the data module).
+        tgt_vocab_size: target vocabulary size (linked from the data module).
+        pad_id: padding id (linked from the data module).
+        bos_id: begin-of-sentence id (linked from the data module).
+        eos_id: end-of-sentence id (linked from the data module).
+        cell: recurrent cell of encoder and decoder; "rnn" is the plain tanh RNN.
+        attention: "bahdanau" (additive, input feeding) or "none" (fixed context).
+        embed_dim: embedding size.
+        hidden_size: encoder hidden size per direction and decoder hidden size.
+        encoder_layers: stacked encoder layers.
+        decoder_layers: stacked decoder layers.
+        bidirectional: bidirectional encoder.
+        dropout: dropout rate.
+        tie_embeddings: tie target embedding and output projection.
+        label_smoothing: label smoothing of the training loss.
+        optimizer: "adam" or "adamw".
+        lr: peak learning rate.
+        weight_decay: weight decay.
+        schedule: "constant" (after warmup), "inverse_sqrt" (after warmup) or "plateau"
+            (halve-style decay when validation BLEU stops rising).
+        warmup_steps: linear warmup steps for "constant" and "inverse_sqrt".
+        plateau_factor: learning-rate factor on a plateau.
+        plateau_patience: validations without improvement before the learning rate drops.
+        max_len_a: decoding length limit a * source length + b, for validation and test.
+        max_len_b: see max_len_a.
+        test_beam_size: beam size for the test set.
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int = 8000,
+        tgt_vocab_size: int = 8000,
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
+        cell: Cell = "gru",
+        attention: AttentionType = "bahdanau",
+        embed_dim: int = 256,
+        hidden_size: int = 256,
+        encoder_layers: int = 1,
+        decoder_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.2,
+        tie_embeddings: bool = False,
+        label_smoothing: float = 0.1,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        schedule: Literal["constant", "inverse_sqrt", "plateau"] = "plateau",
+        warmup_steps: int = 0,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 2,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+        test_beam_size: int = 5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(self.hparams)
+        self.tokenizer: Tokenizer | None = None
+        self._eval_sums: dict[str, float] = {}
+        self._hypotheses: list[str] = []
+        self._references: list[str] = []
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.model(src, src_lengths, tgt_in)
+
+    def setup(self, stage: str) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = self.trainer.datamodule.tokenizer
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            self.tokenizer.save(self.trainer.log_dir or self.trainer.default_root_dir)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
+        smoothed_sum, _, tokens = self._token_losses(logits, batch["tgt_out"])
+        loss = smoothed_sum / tokens
+        self.log("train_loss", loss, prog_bar=True, batch_size=int(tokens))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate_batch(batch, beam_size=1)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate_batch(batch, beam_size=self.hparams.test_beam_size)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val", metrics=("bleu",))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test", metrics=("bleu", "chrf"))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            )
+            self.log("grad_norm", norm)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokenizer"] = self.tokenizer.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        optimizer_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=hp.plateau_factor, patience=hp.plateau_patience
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": "val_bleu",
+                    "interval": "epoch",
+                },
+            }
+        factor = partial(lr_factor, schedule=hp.schedule, warmup_steps=hp.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def _token_losses(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Summed label-smoothed loss, summed NLL and the count of non-pad target tokens."""
+        flat_logits, flat_targets = (
+            logits.flatten(0, 1).float(),
+            targets.flatten(),
+        )  # (B*T, V), (B*T,)
+        pad = self.hparams.pad_id
+        smoothed = F.cross_entropy(
+            flat_logits,
+            flat_targets,
+            ignore_index=pad,
+            reduction="sum",
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        nll = F.cross_entropy(flat_logits, flat_targets, ignore_index=pad, reduction="sum")
+        return smoothed, nll, (flat_targets != pad).sum()
+
+    def _evaluate_batch(self, batch: Batch, *, beam_size: int) -> None:
+        logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
+        _, nll, tokens = self._token_losses(logits, batch["tgt_out"])
+        self._eval_sums["nll"] += nll.item()
+        self._eval_sums["tokens"] += tokens.item()
+        hp = self.hparams
+        limits = {"max_len_a": hp.max_len_a, "max_len_b": hp.max_len_b}
+        if beam_size == 1:
+            hypotheses = greedy_search(self.model, batch["src"], batch["src_lengths"], **limits)
+        else:
+            hypotheses = beam_search(
+                self.model, batch["src"], batch["src_lengths"], beam_size=beam_size, **limits
+            )
+        self._hypotheses += self.tokenizer.decode_tgt([h.tokens for h in hypotheses])
+        self._references += batch["tgt_text"]
+
+    def _reset_evaluation(self) -> None:
+        self._eval_sums = {"nll": 0.0, "tokens": 0.0}
+        self._hypotheses, self._references = [], []
+
+    def _log_evaluation(self, stage: str, *, metrics: tuple[str, ...]) -> None:
+        loss = self._eval_sums["nll"] / max(self._eval_sums["tokens"], 1.0)
+        self.log(f"{stage}_loss", loss, sync_dist=True)
+        self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)), sync_dist=True)
+        for score in corpus_scores(self._hypotheses, [self._references], metrics=metrics):
+            self.log(
+                f"{stage}_{score.name.rstrip('0123456789').lower()}", score.score, prog_bar=True
+            )
+
+
+def lr_factor(step: int, *, schedule: str, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warmup, then constant or 1/sqrt(step) decay."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "inverse_sqrt":
+        return math.sqrt(max(warmup_steps, 1) / max(step, 1))
+    return 1.0

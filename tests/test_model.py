@@ -1,0 +1,125 @@
+"""The encoder-decoder: shapes, padding invariance, step/forward agreement, overfitting."""
+
+import itertools
+
+import pytest
+import torch
+
+from seq2seq.model import Seq2Seq, build_model
+
+COMBINATIONS = list(itertools.product(["gru", "lstm", "rnn"], ["none", "bahdanau"]))
+SRC_VOCAB, TGT_VOCAB = 17, 19
+
+
+def tiny_model(cell: str, attention: str, **overrides) -> Seq2Seq:
+    settings = dict(
+        cell=cell,
+        attention=attention,
+        embed_dim=12,
+        hidden_size=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        dropout=0.0,
+    )
+    settings.update(overrides)
+    return Seq2Seq(SRC_VOCAB, TGT_VOCAB, **settings).eval()
+
+
+def padded_batch(lengths: list[int], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, max_len) random ids >= 4 with zero padding, and the lengths."""
+    batch = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        batch[row, :n] = torch.randint(4, vocab, (n,))
+    return batch, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize(("cell", "attention"), COMBINATIONS)
+def test_shapes(cell: str, attention: str) -> None:
+    model = tiny_model(cell, attention)
+    src, src_lengths = padded_batch([5, 3, 1], SRC_VOCAB)
+    tgt_in, _ = padded_batch([4, 4, 4], TGT_VOCAB)
+    assert model(src, src_lengths, tgt_in).shape == (3, 4, TGT_VOCAB)
+    memory, state = model.encode(src, src_lengths)
+    assert memory.states.shape == (3, 5, 32)  # bidirectional: 2 * hidden
+    assert state.hidden.shape == (2, 3, 16)
+    log_probs, state, weights = model.decode_step(memory, state, tgt_in[:, 0])
+    assert log_probs.shape == (3, TGT_VOCAB)
+    torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(3))
+    if attention == "none":
+        assert weights is None
+    else:
+        assert weights.shape == (3, 5)
+        assert torch.all(weights[1, 3:] == 0) and torch.all(weights[2, 1:] == 0)
+
+
+@pytest.mark.parametrize(("cell", "attention"), COMBINATIONS)
+def test_padding_does_not_change_a_sentence(cell: str, attention: str) -> None:
+    model = tiny_model(cell, attention)
+    src, src_lengths = padded_batch([3, 7], SRC_VOCAB)
+    tgt_in, _ = padded_batch([5, 5], TGT_VOCAB)
+    alone_memory, _ = model.encode(src[:1, :3], src_lengths[:1])
+    batch_memory, _ = model.encode(src, src_lengths)
+    torch.testing.assert_close(batch_memory.states[0, :3], alone_memory.states[0])
+    torch.testing.assert_close(batch_memory.summary[0], alone_memory.summary[0])
+    alone = model(src[:1, :3], src_lengths[:1], tgt_in[:1])
+    batched = model(src, src_lengths, tgt_in)
+    torch.testing.assert_close(batched[0], alone[0])
+
+
+@pytest.mark.parametrize(("cell", "attention"), COMBINATIONS)
+def test_decode_steps_equal_teacher_forcing(cell: str, attention: str) -> None:
+    model = tiny_model(cell, attention)
+    src, src_lengths = padded_batch([6, 2, 4], SRC_VOCAB)
+    tgt_in, _ = padded_batch([5, 5, 5], TGT_VOCAB)
+    expected = torch.log_softmax(model(src, src_lengths, tgt_in), dim=-1)  # (B, T, V)
+    memory, state = model.encode(src, src_lengths)
+    for t in range(tgt_in.size(1)):
+        log_probs, state, _ = model.decode_step(memory, state, tgt_in[:, t])
+        torch.testing.assert_close(log_probs, expected[:, t])
+
+
+def test_empty_source_is_read_as_one_pad_token() -> None:
+    model = tiny_model("gru", "bahdanau")
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    memory, state = model.encode(empty, torch.tensor([0, 0]))
+    log_probs, _, weights = model.decode_step(memory, state, torch.tensor([2, 2]))
+    assert torch.isfinite(log_probs).all()
+    torch.testing.assert_close(weights, torch.ones(2, 1))
+
+
+@pytest.mark.parametrize(("cell", "attention"), COMBINATIONS)
+def test_tiny_model_overfits_a_batch(cell: str, attention: str) -> None:
+    """Learn to reverse 8 short sequences: the loss must fall close to zero."""
+    model = tiny_model(
+        cell, attention, embed_dim=32, hidden_size=32, encoder_layers=1, decoder_layers=1
+    ).train()
+    src, src_lengths = padded_batch([5, 4, 6, 3, 5, 6, 4, 5], SRC_VOCAB)
+    reversed_rows = [src[i, :n].flip(0) for i, n in enumerate(src_lengths.tolist())]
+    tgt_out = torch.zeros(8, 7, dtype=torch.long)
+    tgt_in = torch.zeros(8, 7, dtype=torch.long)
+    for i, row in enumerate(reversed_rows):
+        tgt_out[i, : len(row) + 1] = torch.cat([row, torch.tensor([model.eos_id])])
+        tgt_in[i, : len(row) + 1] = torch.cat([torch.tensor([model.bos_id]), row])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        logits = model(src, src_lengths, tgt_in)
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), tgt_out.flatten(), ignore_index=0
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05, f"{cell}/{attention} did not overfit: loss {loss.item():.3f}"
+
+
+def test_tied_embeddings_share_one_matrix() -> None:
+    model = tiny_model("gru", "bahdanau", embed_dim=16, tie_embeddings=True)
+    assert model.decoder.output.weight is model.decoder.embed.weight
+    with pytest.raises(ValueError, match="embed_dim == hidden_size"):
+        tiny_model("gru", "bahdanau", embed_dim=8, tie_embeddings=True)
+
+
+def test_build_model_ignores_training_settings() -> None:
+    model = build_model({"src_vocab_size": 9, "tgt_vocab_size": 11, "cell": "lstm", "lr": 0.1})
+    assert isinstance(model.encoder.rnn, torch.nn.LSTM)
+    assert model.decoder.output.out_features == 11
