@@ -27,7 +27,9 @@ def sample_numbers(count: int, rng: random.Random, exclude: set[int]) -> list[in
     return numbers
 
 
-def write_demo_corpus(out_dir: str | Path, seed: int = 1, sizes: dict[str, int] | None = None) -> Path:
+def write_demo_corpus(
+    out_dir: str | Path, seed: int = 1, sizes: dict[str, int] | None = None
+) -> Path:
     """Write `{train,val,test}.{de,en}` under `out_dir`; held-out numbers never appear in train.
 
     Returns `out_dir`. Splits that already exist are left alone.

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import sys
 
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.metrics import corpus_scores

@@ -1,0 +1,138 @@
+"""Batches by token count: a length-bucketing batch sampler and the collate function.
+
+Padding convention: the source is fed as is (no BOS, no EOS); the target is
+shifted, `tgt_in` = BOS + ids and `tgt_out` = ids + EOS. An example therefore
+costs `max(len(src_ids), len(tgt_ids) + 1)` padded positions per row, which is
+the length the sampler must be given (see `example_cost`).
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+def example_cost(src_len: np.ndarray, tgt_len: np.ndarray) -> np.ndarray:
+    """The padded length of each example as `collate` lays it out."""
+    return np.maximum(src_len, tgt_len + 1)
+
+
+def _greedy_batches(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Cut `order` (indices sorted by ascending length) into consecutive batches.
+
+    Each batch takes as many examples as fit `size * longest <= max_tokens`;
+    `lengths` holds the lengths of `order`'s examples, in the same order.
+    """
+    batches = []
+    start = 0
+    while start < len(order):
+        # Sorted ascending, so no batch from `start` can hold more than this many.
+        window = lengths[start : start + max_tokens // max(int(lengths[start]), 1)]
+        costs = np.arange(1, len(window) + 1) * window  # nondecreasing
+        size = int(np.searchsorted(costs, max_tokens, side="right"))  # >= 1: validated
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+class TokenBatchSampler(Sampler[list[int]]):
+    """Yields lists of example indices whose padded size stays within `max_tokens`.
+
+    shuffle=True: each epoch permutes the examples (seeded by `(seed, epoch)`),
+    sorts each pool of `pool_size` examples by length, cuts it into batches and
+    shuffles the order of all batches. shuffle=False: sorts all examples by
+    length and cuts them in order, the same every time.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        max_tokens: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_size: int = 16384,
+    ) -> None:
+        """`lengths[i]` is the padded length of example i (see `example_cost`)."""
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        longest = int(self.lengths.max(initial=0))
+        if longest > max_tokens:
+            raise ValueError(f"an example of length {longest} exceeds max_tokens={max_tokens}")
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_size = pool_size
+        self.epoch = 0
+        self._batches: list[np.ndarray] | None = None  # the current epoch's, once computed
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order `__iter__` yields."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._batches = None
+
+    @property
+    def sampler(self) -> "TokenBatchSampler":
+        """Itself: Lightning calls `set_epoch` on `batch_sampler.sampler`, not `batch_sampler`."""
+        return self
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._epoch_batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        return len(self._epoch_batches())
+
+    def _epoch_batches(self) -> list[np.ndarray]:
+        """The current epoch's batches, computed once."""
+        if self._batches is None:
+            self._batches = self._shuffled() if self.shuffle else self._sorted()
+        return self._batches
+
+    def _sorted(self) -> list[np.ndarray]:
+        order = np.argsort(self.lengths, kind="stable")
+        return _greedy_batches(order, self.lengths[order], self.max_tokens)
+
+    def _shuffled(self) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        permutation = rng.permutation(len(self.lengths))
+        batches: list[np.ndarray] = []
+        for start in range(0, len(permutation), self.pool_size):
+            pool = permutation[start : start + self.pool_size]
+            order = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += _greedy_batches(order, self.lengths[order], self.max_tokens)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _pad(rows: list[list[int]], pad_id: int, min_width: int = 0) -> torch.Tensor:
+    """Right-pad `rows` with `pad_id` into a (len(rows), width) long tensor."""
+    width = max([min_width, *map(len, rows)])
+    return torch.tensor([[*row, *[pad_id] * (width - len(row))] for row in rows], dtype=torch.long)
+
+
+def collate(examples: list[dict], *, pad_id: int, bos_id: int, eos_id: int) -> dict[str, Any]:
+    """Pad a list of examples into a batch.
+
+    Each example has `src_ids`, `tgt_ids` (lists of ints, no BOS/EOS), `index`
+    and optionally `src_text`, `tgt_text`. Returns tensors `src` (B, S),
+    `src_lengths` (B,), `tgt_in` (B, T) = BOS + ids, `tgt_out` (B, T) = ids +
+    EOS, `tgt_lengths` (B,) = len(ids) + 1, `index` (B,); plus the texts as
+    lists of str where the examples have them. S is at least 1 even when every
+    source is empty, whose `src_lengths` are then 0.
+    """
+    src = [ex["src_ids"] for ex in examples]
+    tgt = [ex["tgt_ids"] for ex in examples]
+    batch: dict[str, Any] = {
+        "src": _pad(src, pad_id, min_width=1),
+        "src_lengths": torch.tensor([len(s) for s in src], dtype=torch.long),
+        "tgt_in": _pad([[bos_id, *t] for t in tgt], pad_id),
+        "tgt_out": _pad([[*t, eos_id] for t in tgt], pad_id),
+        "tgt_lengths": torch.tensor([len(t) + 1 for t in tgt], dtype=torch.long),
+        "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),
+    }
+    for key in ("src_text", "tgt_text"):
+        if key in examples[0]:
+            batch[key] = [ex[key] for ex in examples]
+    return batch

@@ -1,0 +1,119 @@
+"""Token batch sampler and collate."""
+
+import itertools
+import pickle
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from seq2seq.batching import TokenBatchSampler, collate, example_cost
+
+MAX_TOKENS = 200
+
+
+@pytest.fixture
+def lengths() -> np.ndarray:
+    return np.random.default_rng(0).integers(1, 60, size=1000)
+
+
+def epoch_batches(sampler: TokenBatchSampler, epoch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_each_example_once_and_within_budget(lengths: np.ndarray, shuffle: bool) -> None:
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, shuffle=shuffle, pool_size=128)
+    for epoch in range(2):
+        batches = epoch_batches(sampler, epoch)
+        assert len(sampler) == len(batches)
+        assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+        assert all(len(b) * lengths[b].max() <= MAX_TOKENS for b in batches)
+        # Far fewer batches than examples: batches are filled, not singletons.
+        assert len(batches) < len(lengths) / 4
+
+
+def test_same_seed_and_epoch_give_same_batches(lengths: np.ndarray) -> None:
+    first = TokenBatchSampler(lengths, MAX_TOKENS, seed=3, pool_size=128)
+    second = TokenBatchSampler(lengths.tolist(), MAX_TOKENS, seed=3, pool_size=128)
+    assert epoch_batches(first, 4) == epoch_batches(second, 4)
+    assert epoch_batches(first, 4) != epoch_batches(first, 5)
+    other_seed = TokenBatchSampler(lengths, MAX_TOKENS, seed=4, pool_size=128)
+    assert epoch_batches(other_seed, 4) != epoch_batches(first, 4)
+
+
+def test_shuffled_batches_group_similar_lengths(lengths: np.ndarray) -> None:
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, pool_size=1000)
+    padded = sum(len(b) * lengths[b].max() for b in sampler)
+    assert padded < 1.1 * lengths.sum()
+
+
+def test_unshuffled_is_sorted_and_greedy(lengths: np.ndarray) -> None:
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, shuffle=False)
+    batches = epoch_batches(sampler, 0)
+    assert epoch_batches(sampler, 7) == batches
+    order = [i for batch in batches for i in batch]
+    assert np.all(np.diff(lengths[order]) >= 0)
+    for batch, following in itertools.pairwise(batches):
+        # Taking one more example would have broken the budget.
+        assert (len(batch) + 1) * lengths[following[0]] > MAX_TOKENS
+
+
+def test_too_long_example_raises() -> None:
+    with pytest.raises(ValueError, match="length 300 exceeds max_tokens=200"):
+        TokenBatchSampler([5, 300, 7], 200)
+
+
+def test_sampler_pickles(lengths: np.ndarray) -> None:
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, seed=1)
+    assert list(pickle.loads(pickle.dumps(sampler))) == list(sampler)
+
+
+def test_example_cost_counts_the_target_shift() -> None:
+    assert example_cost(np.array([5, 2, 0]), np.array([3, 4, 0])).tolist() == [5, 5, 1]
+
+
+EXAMPLES = [
+    {"src_ids": [10, 11, 12], "tgt_ids": [20], "index": 7, "src_text": "a", "tgt_text": "x"},
+    {"src_ids": [13], "tgt_ids": [21, 22, 23], "index": 3, "src_text": "b", "tgt_text": "y"},
+]
+
+
+def test_collate_pads_and_shifts() -> None:
+    batch = collate(EXAMPLES, pad_id=0, bos_id=2, eos_id=3)
+    assert batch["src"].tolist() == [[10, 11, 12], [13, 0, 0]]
+    assert batch["src_lengths"].tolist() == [3, 1]
+    assert batch["tgt_in"].tolist() == [[2, 20, 0, 0], [2, 21, 22, 23]]
+    assert batch["tgt_out"].tolist() == [[20, 3, 0, 0], [21, 22, 23, 3]]
+    assert batch["tgt_lengths"].tolist() == [2, 4]
+    assert batch["index"].tolist() == [7, 3]
+    assert batch["src_text"] == ["a", "b"]
+    assert batch["tgt_text"] == ["x", "y"]
+    for key in ("src", "src_lengths", "tgt_in", "tgt_out", "tgt_lengths", "index"):
+        assert batch[key].dtype == torch.long
+
+
+def test_collate_sizes_fit_example_cost() -> None:
+    batch = collate(EXAMPLES, pad_id=0, bos_id=2, eos_id=3)
+    costs = example_cost(np.array([3, 1]), np.array([1, 3]))
+    assert max(batch["src"].shape[1], batch["tgt_in"].shape[1]) == costs.max()
+
+
+def test_collate_without_text_and_with_empty_sides() -> None:
+    examples = [
+        {"src_ids": [], "tgt_ids": [], "index": 0},
+        {"src_ids": [], "tgt_ids": [], "index": 1},
+    ]
+    batch = collate(examples, pad_id=0, bos_id=2, eos_id=3)
+    assert "src_text" not in batch and "tgt_text" not in batch
+    assert batch["src"].tolist() == [[0], [0]]  # at least one column, all padding
+    assert batch["src_lengths"].tolist() == [0, 0]
+    assert batch["tgt_in"].tolist() == [[2], [2]]
+    assert batch["tgt_out"].tolist() == [[3], [3]]
+
+
+def test_collate_partial_pickles() -> None:
+    collate_fn = pickle.loads(pickle.dumps(partial(collate, pad_id=0, bos_id=2, eos_id=3)))
+    assert collate_fn(EXAMPLES)["tgt_in"][0, 0] == 2
