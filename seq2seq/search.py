@@ -177,21 +177,18 @@ class _Finished:
 
 
 def _top_candidates(scores: Tensor, log_probs: Tensor) -> _Candidates:
-    """(B', K) beam scores and (B'*K, V) log-probs -> the 2K best extensions of each sentence.
-
-    Among 2K there are always K that do not end in EOS (each beam has one EOS extension).
-    """
+    """(B', K) beam scores and (B'*K, V) log-probs -> the K best extensions of each sentence."""
     batch, beam_size = scores.shape
     vocab = log_probs.size(1)
     total = scores.unsqueeze(2) + log_probs.view(batch, beam_size, vocab)  # (B', K, V)
-    top, index = total.view(batch, -1).topk(min(2 * beam_size, beam_size * vocab), dim=1)
-    return _Candidates(top, index // vocab, index % vocab)  # (B', 2K)
+    top, index = total.view(batch, -1).topk(beam_size, dim=1)  # (B', K)
+    return _Candidates(top, index // vocab, index % vocab)
 
 
-def _non_eos(candidates: _Candidates, eos_id: int, beam_size: int) -> _Candidates:
-    """The `beam_size` best candidates that do not end in EOS."""
-    order = (candidates.tokens == eos_id).long().argsort(dim=1, stable=True)[:, :beam_size]
-    return _Candidates(*(t.gather(1, order) for t in candidates))  # (B', K)
+def _without_eos(candidates: _Candidates, eos_id: int) -> _Candidates:
+    """The candidates with those ending in EOS (finished now) made dead: score -inf."""
+    scores = candidates.scores.masked_fill(candidates.tokens == eos_id, -math.inf)
+    return candidates._replace(scores=scores)
 
 
 def _flat_rows(sentences: Tensor, beams: Tensor, beam_size: int) -> Tensor:
@@ -202,10 +199,10 @@ def _flat_rows(sentences: Tensor, beams: Tensor, beam_size: int) -> Tensor:
 def _collect_eos(
     beams: _Beams, candidates: _Candidates, eos_id: int, finished: _Finished, alpha: float
 ) -> Tensor:
-    """Finish the EOS candidates among the K best; -> (B',) best normalized score finished."""
+    """Finish the candidates that end in EOS; -> (B',) best normalized score finished."""
     beam_size = beams.scores.size(1)
-    scores = candidates.scores[:, :beam_size]  # (B', K)
-    ended = (candidates.tokens[:, :beam_size] == eos_id) & scores.isfinite()  # (B', K)
+    scores = candidates.scores  # (B', K)
+    ended = (candidates.tokens == eos_id) & scores.isfinite()  # (B', K)
     sentence, rank = ended.nonzero(as_tuple=True)  # (N,)
     flat = sentence * beam_size + candidates.beams[sentence, rank]  # (N,) rows of beams.tokens
     finished.add(beams.rows[sentence], beams.tokens[flat], scores[sentence, rank], ended=True)
@@ -246,6 +243,8 @@ def beam_search(
 ) -> list[Hypothesis]:
     """Keep the `beam_size` best prefixes of each sentence: (B, S), (B,) -> B hypotheses.
 
+    Each step keeps the K best extensions of all live beams; those that end in EOS
+    are finished and leave their slot empty, so beam size 1 is exactly greedy search.
     A sentence is done when no live beam can beat its best finished hypothesis any
     more (never merely because some hypotheses ended), or at its max length (its
     live beams then compete unfinished). Its best hypothesis is chosen by
@@ -266,7 +265,7 @@ def beam_search(
         candidates = _top_candidates(beams.scores, _mask_specials(log_probs, model))
         just_finished = _collect_eos(beams, candidates, model.eos_id, finished, alpha)  # (B',)
         beams.best_finished = torch.maximum(beams.best_finished, just_finished)
-        beams, reorder = _extend(beams, _non_eos(candidates, model.eos_id, beam_size))
+        beams, reorder = _extend(beams, _without_eos(candidates, model.eos_id))
         state = state.index_select(reorder)
         at_max = _collect_at_max_length(beams, step, finished)
         done = at_max | ~beams.can_improve(alpha)  # (B',)
