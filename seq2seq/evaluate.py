@@ -1,56 +1,71 @@
-"""`scripts/evaluate.py`: score a hypothesis file against references with sacrebleu."""
+"""`scripts/evaluate.py`: score hypotheses against references with sacrebleu.
+
+Either score a file (`--hyp FILE --ref FILE`), or translate and score in one go
+(`--checkpoint CKPT --src FILE --ref FILE`, with translate.py's decoding options).
+"""
 
 import argparse
 import json
+import logging
 
 from seq2seq.errors import UserError, exit_on_user_error
-from seq2seq.metrics import corpus_scores
+from seq2seq.metrics import CorpusScore, corpus_scores
 from seq2seq.textfiles import read_text_lines
+from seq2seq.translate import add_decoding_arguments, translate_lines
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("--hyp", required=True, help="detokenized hypotheses, one a line")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0].split(":", 1)[1])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hyp", help="detokenized hypotheses, one a line")
+    source.add_argument("--checkpoint", help="translate --src with this checkpoint, then score")
+    parser.add_argument("--src", help="source sentences (with --checkpoint)")
     parser.add_argument("--ref", required=True, action="append", help="references (repeatable)")
     parser.add_argument(
-        "--metrics",
-        nargs="+",
-        default=["bleu", "chrf", "ter"],
-        choices=["bleu", "chrf", "ter"],
-        help="what to score",
+        "--metrics", nargs="+", default=["bleu", "chrf", "ter"], choices=["bleu", "chrf", "ter"]
     )
     parser.add_argument("--tokenize", default=None, help="sacrebleu BLEU tokenizer (default 13a)")
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_decoding_arguments(parser)
     return parser
 
 
-def evaluate_files(hyp: str, refs: list[str], **options) -> list:
-    """Read files, check that line counts match, score."""
-    hypotheses = read_text_lines(hyp)
-    references = [read_text_lines(ref) for ref in refs]
-    for ref, lines in zip(refs, references, strict=True):
+def check_line_counts(hyp_name: str, hypotheses: list[str], refs: dict[str, list[str]]) -> None:
+    """Every reference must have as many lines as the hypotheses."""
+    for ref, lines in refs.items():
         if len(lines) != len(hypotheses):
-            raise UserError(
-                f"line counts differ: {hyp} has {len(hypotheses)} lines, {ref} has {len(lines)}"
-            )
-    return corpus_scores(hypotheses, references, **options)
+            counts = f"{hyp_name} has {len(hypotheses)} lines, {ref} has {len(lines)}"
+            raise UserError(f"line counts differ: {counts}")
+
+
+def score(args: argparse.Namespace) -> list[CorpusScore]:
+    """Read (or produce) the hypotheses, check line counts, score."""
+    references = {ref: read_text_lines(ref) for ref in args.ref}
+    if args.checkpoint is not None:
+        if args.src is None:
+            raise UserError("--checkpoint needs --src, the source sentences to translate")
+        sources = read_text_lines(args.src)
+        check_line_counts(args.src, sources, references)
+        hypotheses = translate_lines(args, sources)
+    else:
+        hypotheses = read_text_lines(args.hyp)
+        check_line_counts(args.hyp, hypotheses, references)
+    options = {"tokenize": args.tokenize, "lowercase": args.lowercase}
+    return corpus_scores(
+        hypotheses, list(references.values()), metrics=tuple(args.metrics), **options
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="[seq2seq] %(message)s")
     try:
-        scores = evaluate_files(
-            args.hyp,
-            args.ref,
-            metrics=tuple(args.metrics),
-            tokenize=args.tokenize,
-            lowercase=args.lowercase,
-        )
+        scores = score(args)
     except UserError as err:
         exit_on_user_error(err)
     if args.json:
         print(json.dumps({s.name: {"score": s.score, "signature": s.signature} for s in scores}))
     else:
-        for score in scores:
-            print(f"{score.text}\n  signature: {score.signature}")
+        for result in scores:
+            print(f"{result.text}\n  signature: {result.signature}")

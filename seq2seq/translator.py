@@ -1,6 +1,7 @@
 """The Python API for translation: `Translator.from_checkpoint(path).translate(sentences)`."""
 
 import logging
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -107,15 +108,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a PyTorch checkpoint (not a zip archive, or truncated)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # the safe unpickler met a non-plain object
+        raise UserError(f"{path}: refused to load, it holds more than plain data ({err})") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise UserError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
-    except Exception as err:  # the safe unpickler refuses anything but plain types
-        raise UserError(f"{path}: refused to load ({_first_line(err)})") from err
     missing = [k for k in ("hyper_parameters", "state_dict", "tokenizer") if k not in checkpoint]
-    if not isinstance(checkpoint, dict) or missing:
-        raise UserError(f"{path}: not a seq2seq training checkpoint (missing {', '.join(missing)})")
+    if missing:
+        raise UserError(f"{path}: not a seq2seq training checkpoint (no {', '.join(missing)})")
     return checkpoint
 
 

@@ -1,5 +1,6 @@
 """The three scripts end to end on a tiny corpus: train in-process, then translate and evaluate."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.errors import UserError
 from seq2seq.evaluate import main as evaluate_main
 from seq2seq.train import fit_and_test
 from seq2seq.translate import main as translate_main
@@ -113,6 +115,22 @@ def test_translate_and_evaluate_scripts(
     assert "BLEU = " in printed and "chrF2 = " in printed and "signature: nrefs:1" in printed
 
 
+def test_evaluate_can_translate_and_score_in_one_go(
+    trained: Path, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint, hyp = str(trained / "checkpoints" / "best.ckpt"), tmp_path / "hyp.en"
+    source, ref = str(tiny_corpus / "test.de"), str(tiny_corpus / "test.en")
+    translate_main(
+        ["--checkpoint", checkpoint, "--input", source, "--output", str(hyp), "--greedy"]
+    )
+    evaluate_main(["--hyp", str(hyp), "--ref", ref, "--json"])
+    from_file = json.loads(capsys.readouterr().out)
+    evaluate_main(["--checkpoint", checkpoint, "--src", source, "--ref", ref, "--json", "--greedy"])
+    in_one_go = json.loads(capsys.readouterr().out)
+    assert in_one_go == from_file
+    assert set(in_one_go) == {"BLEU", "chrF2", "TER"}
+
+
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args],
@@ -170,3 +188,18 @@ def test_evaluate_line_count_mismatch(tmp_path: Path) -> None:
     (tmp_path / "r").write_text("a\n")
     result = run_script("evaluate", "--hyp", str(tmp_path / "h"), "--ref", str(tmp_path / "r"))
     assert_user_error(result, str(tmp_path / "h"), str(tmp_path / "r"), "2", "1")
+
+
+def test_bad_checkpoints_are_refused_clearly(trained: Path, tmp_path: Path) -> None:
+    good = (trained / "checkpoints" / "best.ckpt").read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    expected = {
+        "truncated.ckpt": "not a PyTorch checkpoint",
+        "text.ckpt": "not a PyTorch checkpoint",
+        "other.ckpt": "not a seq2seq training checkpoint",
+    }
+    for name, message in expected.items():
+        with pytest.raises(UserError, match=message):
+            Translator.from_checkpoint(tmp_path / name)
