@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -50,11 +51,14 @@ class TranslationCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Train from a config and CLI overrides; with no arguments, train the bundled demo."""
-    args = sys.argv[1:] if args is None else args
-    if not args:
-        write_demo_corpus(DEMO_DATA)
+    """Train from a config and CLI overrides; with no arguments, train the bundled demo.
+
+    The demo config's corpus is generated on first use (see `seq2seq.demo`).
+    """
+    if args is None and not sys.argv[1:]:
         args = ["--config", str(DEMO_CONFIG)]
+    if _uses_demo_config(sys.argv[1:] if args is None else args):
+        write_demo_corpus(DEMO_DATA)
     _show_info_logs()
     try:
         fit_and_test(args)
@@ -62,8 +66,8 @@ def main(args: list[str] | None = None) -> None:
         exit_on_user_error(err)
 
 
-def fit_and_test(args: list[str]) -> TranslationCLI:
-    """Build everything from `args`, fit, then test the best checkpoint if there is a test set."""
+def fit_and_test(args: list[str] | None) -> TranslationCLI:
+    """Build everything from `args` (None: sys.argv), fit, then test the best checkpoint."""
     cli = TranslationCLI(
         TranslationModule,
         TranslationDataModule,
@@ -82,6 +86,12 @@ def fit_and_test(args: list[str]) -> TranslationCLI:
         best = cli.trainer.checkpoint_callback.best_model_path or None
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
     return cli
+
+
+def _uses_demo_config(args: list[str]) -> bool:
+    configs = [Path(value) for flag, value in pairwise(args) if flag == "--config"]
+    configs += [Path(arg.split("=", 1)[1]) for arg in args if arg.startswith("--config=")]
+    return any(path.is_file() and path.resolve() == DEMO_CONFIG for path in configs)
 
 
 def _show_info_logs() -> None:

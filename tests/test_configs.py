@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq.train import fit_and_test
+from seq2seq.train import DEMO_CONFIG, fit_and_test, main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -33,3 +33,13 @@ def test_config_parses(config: Path, capsys: pytest.CaptureFixture) -> None:
     for section in ("data", "model"):
         for key, value in written[section].items():
             assert printed[section][key] == value, f"{config.name}: {section}.{key}"
+
+
+def test_demo_config_generates_its_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(DEMO_CONFIG), "--print_config"])
+    assert exit_info.value.code == 0
+    for split in ("train", "val", "test"):
+        de, en = (tmp_path / "data" / "demo" / f"{split}.{lang}" for lang in ("de", "en"))
+        assert len(de.read_text().splitlines()) == len(en.read_text().splitlines()) > 100
