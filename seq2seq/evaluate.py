@@ -11,7 +11,8 @@ import logging
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.metrics import CorpusScore, corpus_scores
 from seq2seq.textfiles import read_text_lines
-from seq2seq.translate import add_decoding_arguments, translate_lines
+from seq2seq.translate import add_decoding_arguments, decoding_options
+from seq2seq.translator import Translator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,8 @@ def score(args: argparse.Namespace) -> list[CorpusScore]:
             raise UserError("--checkpoint needs --src, the source sentences to translate")
         sources = read_text_lines(args.src)
         check_line_counts(args.src, sources, references)
-        hypotheses = translate_lines(args, sources)
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        hypotheses = translator.translate(sources, **decoding_options(args))
     else:
         hypotheses = read_text_lines(args.hyp)
         check_line_counts(args.hyp, hypotheses, references)

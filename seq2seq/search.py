@@ -1,23 +1,37 @@
 """Greedy and beam search over any model with `encode` and `decode_step`.
 
-Shapes: B batch, B' sentences still being searched, K beam, V target vocabulary,
-t tokens generated so far.
+Shapes: B batch, B' sentences still being searched, K beam, N n-best, V target
+vocabulary, S source length, T most output steps, t tokens generated so far.
 
 Both searches are batched: each time step runs one `decode_step` over every live
 sentence (and beam), and a sentence leaves the batch as soon as it is done. A
-hypothesis never contains padding, BOS or EOS; its score is the sum of the
-model's log-probabilities of its tokens, EOS included when it ended in EOS.
+hypothesis never contains padding, BOS or EOS. Its `log_prob` is the sum of the
+model's log-probabilities of its tokens, EOS included when it ended in EOS; its
+`score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`). Its
+`attention` holds the decoder's weights over the sentence's true source for each
+output token, EOS included (None for a model without attention).
 """
 
 import math
-from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import NamedTuple, Protocol, TypeVar
+from operator import attrgetter
+from typing import Literal, NamedTuple, Protocol, TypeVar, get_args
 
 import torch
 from torch import Tensor
 
+from seq2seq.beam import (
+    Beams,
+    Finished,
+    collect_at_max_length,
+    collect_eos,
+    extend,
+    flat_rows,
+    top_candidates,
+    without_eos,
+)
+
 R = TypeVar("R", bound="Rows")
+LengthPenalty = Literal["none", "average", "gnmt"]
 
 
 class Rows(Protocol):
@@ -48,7 +62,9 @@ class Hypothesis(NamedTuple):
     """One output sentence."""
 
     tokens: list[int]  # without BOS and EOS
-    score: float  # sum of token log-probs (EOS included if it ended), not length-normalized
+    score: float  # log_prob / lp(length with EOS): what ranks hypotheses
+    log_prob: float  # sum of token log-probs, EOS included if it ended
+    attention: Tensor | None  # (len(tokens) + ended, S_i) on the model's device, or None
 
 
 def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
@@ -61,10 +77,90 @@ def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) ->
     return lengths.clamp(min=1)
 
 
-def _mask_specials(log_probs: Tensor, model: Searchable[M, St]) -> Tensor:
-    """(N, V) log-probs with padding and BOS made impossible."""
+def _length_penalty(length: int, kind: LengthPenalty, alpha: float) -> float:
+    """lp(L) for a hypothesis of L tokens, EOS counted, BOS never: "none" 1, "average"
+    L**alpha, "gnmt" ((5 + L) / 6)**alpha (Wu et al., 2016).
+
+    Positive and nondecreasing in L for alpha >= 0, which `Beams.can_improve` (seq2seq.beam) needs.
+    """
+    if kind == "average":
+        return float(length) ** alpha
+    if kind == "gnmt":
+        return ((5 + length) / 6) ** alpha
+    return 1.0
+
+
+def _penalty_table(kind: LengthPenalty, alpha: float, longest: int, device: torch.device) -> Tensor:
+    """(longest + 1,) lp(L) at index L, computed in Python so that it is the same bits in
+    every call (batch invariance; greedy and beam size 1 give equal scores)."""
+    return torch.tensor(
+        [_length_penalty(n, kind, alpha) for n in range(longest + 1)], device=device
+    )
+
+
+def _check_options(kind: LengthPenalty, alpha: float, min_len: int, no_repeat_ngram: int) -> None:
+    """Raise ValueError for an unknown length penalty or a negative setting."""
+    if kind not in get_args(LengthPenalty):
+        raise ValueError(f"length_penalty must be one of {get_args(LengthPenalty)}, got {kind!r}")
+    if alpha < 0:
+        raise ValueError(f"alpha must be at least 0 (lp must not fall with length), got {alpha}")
+    if min_len < 0 or no_repeat_ngram < 0:
+        raise ValueError(
+            f"min_len and no_repeat_ngram must be >= 0, got {min_len}, {no_repeat_ngram}"
+        )
+
+
+def _min_lengths(max_lens: Tensor, min_len: int) -> Tensor:
+    """(B,) tokens before which EOS is banned: min_len, at most max_len - 1."""
+    return (max_lens - 1).clamp(max=min_len)
+
+
+def _ban_repeated_ngrams(log_probs: Tensor, tokens: Tensor, n: int) -> Tensor:
+    """(N, V) log-probs with -inf for every token that would complete an n-gram already in
+    `tokens` (N, t); n=0 bans nothing.
+
+    Compares the last n-1 tokens with all t-n+1 earlier windows: O(N * t * n) time and
+    memory per step, O(N * T^2 * n) over a whole output.
+    """
+    if n == 0 or tokens.size(1) < n:
+        return log_probs
+    batch, vocab = log_probs.shape
+    windows = tokens.unfold(1, n, 1)  # (N, t-n+1, n)
+    last = tokens[:, tokens.size(1) - n + 1 :].unsqueeze(1)  # (N, 1, n-1)
+    seen = (windows[:, :, :-1] == last).all(dim=2)  # (N, t-n+1) window starts like the end
+    banned = windows[:, :, -1].masked_fill(~seen, vocab)  # (N, t-n+1); column V: a dummy
+    hit = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=log_probs.device)
+    hit.scatter_(1, banned, True)  # (N, V+1)
+    return log_probs.masked_fill(hit[:, :vocab], -math.inf)
+
+
+def _constrain(
+    log_probs: Tensor,
+    tokens: Tensor,
+    too_short: Tensor,
+    model: Searchable[M, St],
+    no_repeat_ngram: int,
+) -> Tensor:
+    """(N, V) log-probs with the tokens not allowed next made -inf.
+
+    Never padding or BOS; no token that repeats an n-gram of `tokens` (N, t); no EOS
+    in the rows `too_short` (N,), unless nothing else is left there (so that a row is
+    never stuck: its output ends short rather than with padding).
+    """
     specials = torch.tensor([model.pad_id, model.bos_id], device=log_probs.device)
-    return log_probs.index_fill(1, specials, -math.inf)
+    log_probs = _ban_repeated_ngrams(
+        log_probs.index_fill(1, specials, -math.inf), tokens, no_repeat_ngram
+    )
+    is_eos = torch.arange(log_probs.size(1), device=log_probs.device) == model.eos_id  # (V,)
+    ban_eos = too_short & log_probs.masked_fill(is_eos, -math.inf).isfinite().any(dim=1)  # (N,)
+    return log_probs.masked_fill(ban_eos.unsqueeze(1) & is_eos, -math.inf)
+
+
+def _own_attention(hypothesis: Hypothesis, src_length: int) -> Hypothesis:
+    """`hypothesis` with its own copy of its attention over the true source: (L, src_length)."""
+    if hypothesis.attention is None:
+        return hypothesis
+    return hypothesis._replace(attention=hypothesis.attention[:, :src_length].clone())
 
 
 @torch.no_grad()
@@ -75,21 +171,38 @@ def greedy_search(
     *,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
+    min_len: int = 0,
+    no_repeat_ngram: int = 0,
+    length_penalty: LengthPenalty = "average",
+    alpha: float = 1.0,
 ) -> list[Hypothesis]:
-    """Take the most probable token at every step: (B, S) source, (B,) lengths -> B hypotheses."""
+    """Take the most probable allowed token at every step: (B, S), (B,) -> B hypotheses.
+
+    `length_penalty` and `alpha` do not change the tokens chosen, only each `score`,
+    so that it compares with beam search's. See `beam_search` for the other options.
+    """
+    _check_options(length_penalty, alpha, min_len, no_repeat_ngram)
     memory, state = model.encode(src, src_lengths)
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b).to(src.device)  # (B,)
-    batch = src.size(0)
-    tokens = src.new_full((batch, int(max_lens.max())), model.pad_id)  # (B, T)
-    scores = torch.zeros(batch, device=src.device)  # (B,)
+    min_lens = _min_lengths(max_lens, min_len)  # (B,)
+    batch, longest = src.size(0), int(max_lens.max())
+    tokens = src.new_full((batch, longest), model.pad_id)  # (B, T)
+    sums = torch.zeros(batch, device=src.device)  # (B,) log-probs
+    attention: Tensor | None = None  # (B, T, S) once the model gives some
     lengths = max_lens.clone()  # (B,) tokens before EOS
     rows = torch.arange(batch, device=src.device)  # (B',) sentence of each live row
     prev = src.new_full((batch,), model.bos_id)  # (B',)
-    for step in range(tokens.size(1)):
-        log_probs, state, _ = model.decode_step(memory, state, prev)  # (B', V)
-        best, prev = _mask_specials(log_probs, model).max(dim=1)  # (B',)
+    for step in range(longest):
+        log_probs, state, weights = model.decode_step(memory, state, prev)  # (B', V), (B', S)
+        too_short = step < min_lens[rows]  # (B',)
+        log_probs = _constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
+        best, prev = log_probs.max(dim=1)  # (B',)
         tokens[rows, step] = prev
-        scores[rows] += best
+        sums[rows] += best
+        if weights is not None:
+            if attention is None:
+                attention = weights.new_zeros(batch, longest, weights.size(1))
+            attention[rows, step] = weights
         ended = prev == model.eos_id  # (B',)
         lengths[rows[ended]] = step
         keep = (~ended & (step + 1 < max_lens[rows])).nonzero().squeeze(1)  # (B'',)
@@ -98,136 +211,32 @@ def greedy_search(
         if keep.numel() < rows.numel():
             rows, prev = rows[keep], prev[keep]
             memory, state = memory.index_select(keep), state.index_select(keep)
-    return [
-        Hypothesis(row[:n], score)
-        for row, n, score in zip(tokens.tolist(), lengths.tolist(), scores.tolist(), strict=True)
+    sizes = lengths + (lengths < max_lens)  # (B,) lengths with EOS
+    scores = sums / _penalty_table(length_penalty, alpha, longest, src.device)[sizes]  # (B,)
+    columns = tokens.tolist(), lengths.tolist(), sizes.tolist(), scores.tolist(), sums.tolist()
+    found = [
+        Hypothesis(row[:n], score, log_prob, None if attention is None else attention[i, :size])
+        for i, (row, n, size, score, log_prob) in enumerate(zip(*columns, strict=True))
     ]
+    return [_own_attention(h, n) for h, n in zip(found, src_lengths.tolist(), strict=True)]
 
 
-@dataclass
-class _Beams:
-    """The live beams of the sentences still being searched."""
-
-    rows: Tensor  # (B',) sentence of each row
-    max_lens: Tensor  # (B',)
-    scores: Tensor  # (B', K) sums of log-probs; -inf for a dead beam
-    tokens: Tensor  # (B'*K, t) tokens so far
-    best_finished: Tensor  # (B',) best length-normalized score finished so far, or -inf
-
-    @classmethod
-    def start(cls, max_lens: Tensor, beam_size: int) -> "_Beams":
-        """Only beam 0 of each sentence is live, so that the K beams do not repeat each other."""
-        batch = max_lens.size(0)
-        scores = torch.full((batch, beam_size), -math.inf, device=max_lens.device)  # (B, K)
-        scores[:, 0] = 0.0
-        tokens = max_lens.new_empty((batch * beam_size, 0))  # (B*K, 0)
-        rows = torch.arange(batch, device=max_lens.device)
-        best_finished = torch.full((batch,), -math.inf, device=max_lens.device)
-        return cls(rows, max_lens, scores, tokens, best_finished)
-
-    def select(self, keep: Tensor, flat_keep: Tensor) -> "_Beams":
-        """Keep the sentences `keep` (B'',), whose beam rows are `flat_keep` (B''*K,)."""
-        return _Beams(
-            self.rows[keep],
-            self.max_lens[keep],
-            self.scores[keep],
-            self.tokens[flat_keep],
-            self.best_finished[keep],
-        )
-
-    def can_improve(self, alpha: float) -> Tensor:
-        """(B',) whether some live beam could still beat the best finished hypothesis.
-
-        Adding tokens only lowers a sum of log-probs, so a live score s can at best
-        reach s / max_len**alpha (the longest it may grow), or s itself for alpha=0.
-        """
-        best_live = self.scores.max(dim=1).values  # (B',)
-        bound = best_live / self.max_lens.to(best_live.dtype) ** alpha
-        return bound > self.best_finished
-
-
-class _Candidates(NamedTuple):
-    """Extensions of the beams of each sentence, best first."""
-
-    scores: Tensor  # (B', C) sums of log-probs
-    beams: Tensor  # (B', C) beam extended
-    tokens: Tensor  # (B', C) token appended
-
-
-@dataclass
-class _Finished:
-    """Complete hypotheses of all sentences, as flat tensors, one chunk per call to `add`."""
-
-    chunks: list[tuple[Tensor, Tensor, Tensor, bool]] = field(default_factory=list)
-
-    def add(self, rows: Tensor, tokens: Tensor, scores: Tensor, ended: bool) -> None:
-        """(N,) sentences, (N, t) tokens without EOS, (N,) scores; `ended`: they end in EOS."""
-        self.chunks.append((rows, tokens, scores, ended))
-
-    def best(self, batch: int, alpha: float) -> list[Hypothesis]:
-        """The best hypothesis of each sentence by score / length**alpha (EOS counts)."""
-        found: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
-        for rows, tokens, scores, ended in self.chunks:
-            normalized = scores / (tokens.size(1) + ended) ** alpha
-            for row, toks, score, norm in zip(
-                rows.tolist(), tokens.tolist(), scores.tolist(), normalized.tolist(), strict=True
-            ):
-                found[row].append((norm, Hypothesis(toks, score)))
-        return [max(hyps, key=itemgetter(0))[1] for hyps in found]
-
-
-def _top_candidates(scores: Tensor, log_probs: Tensor) -> _Candidates:
-    """(B', K) beam scores and (B'*K, V) log-probs -> the K best extensions of each sentence."""
-    batch, beam_size = scores.shape
-    vocab = log_probs.size(1)
-    total = scores.unsqueeze(2) + log_probs.view(batch, beam_size, vocab)  # (B', K, V)
-    top, index = total.view(batch, -1).topk(beam_size, dim=1)  # (B', K)
-    return _Candidates(top, index // vocab, index % vocab)
-
-
-def _without_eos(candidates: _Candidates, eos_id: int) -> _Candidates:
-    """The candidates with those ending in EOS (finished now) made dead: score -inf."""
-    scores = candidates.scores.masked_fill(candidates.tokens == eos_id, -math.inf)
-    return candidates._replace(scores=scores)
-
-
-def _flat_rows(sentences: Tensor, beams: Tensor, beam_size: int) -> Tensor:
-    """(N,) sentence rows and (N, K) or (K,) beams -> (N*K,) rows of (B'*K, ...) tensors."""
-    return (sentences.unsqueeze(1) * beam_size + beams).view(-1)
-
-
-def _collect_eos(
-    beams: _Beams, candidates: _Candidates, eos_id: int, finished: _Finished, alpha: float
-) -> Tensor:
-    """Finish the candidates that end in EOS; -> (B',) best normalized score finished."""
-    beam_size = beams.scores.size(1)
-    scores = candidates.scores  # (B', K)
-    ended = (candidates.tokens == eos_id) & scores.isfinite()  # (B', K)
-    sentence, rank = ended.nonzero(as_tuple=True)  # (N,)
-    flat = sentence * beam_size + candidates.beams[sentence, rank]  # (N,) rows of beams.tokens
-    finished.add(beams.rows[sentence], beams.tokens[flat], scores[sentence, rank], ended=True)
-    normalized = scores.masked_fill(~ended, -math.inf) / (beams.tokens.size(1) + 1) ** alpha
-    return normalized.max(dim=1).values
-
-
-def _extend(beams: _Beams, live: _Candidates) -> tuple[_Beams, Tensor]:
-    """Continue with the live candidates; -> new beams and (B'*K,) old row of each new row."""
-    batch, beam_size = beams.scores.shape
-    sentences = torch.arange(batch, device=live.beams.device)  # (B',)
-    reorder = _flat_rows(sentences, live.beams, beam_size)  # (B'*K,)
-    tokens = torch.cat([beams.tokens[reorder], live.tokens.view(-1, 1)], dim=1)  # (B'*K, t+1)
-    extended = _Beams(beams.rows, beams.max_lens, live.scores, tokens, beams.best_finished)
-    return extended, reorder
-
-
-def _collect_at_max_length(beams: _Beams, step: int, finished: _Finished) -> Tensor:
-    """Add the live beams of sentences at their max length, unfinished; -> (B',) those sentences."""
-    at_max = step + 1 >= beams.max_lens  # (B',)
-    take = at_max.unsqueeze(1) & beams.scores.isfinite()  # (B', K)
-    sentence = take.nonzero(as_tuple=True)[0]  # (N,)
-    flat = take.view(-1).nonzero().squeeze(1)  # (N,)
-    finished.add(beams.rows[sentence], beams.tokens[flat], beams.scores[take], ended=False)
-    return at_max
+def _nbest(finished: list[Finished], nbest: int, src_lengths: list[int]) -> list[list[Hypothesis]]:
+    """The `nbest` best finished hypotheses of each sentence by score, best first."""
+    found: list[list[Hypothesis]] = [[] for _ in src_lengths]
+    for chunk in finished:
+        attention: list[Tensor | None] = [None] * chunk.rows.numel()
+        if chunk.attention is not None:
+            attention = list(chunk.attention.unbind())  # (t + ended, S) each
+        columns = chunk.rows.tolist(), chunk.tokens.tolist(), chunk.scores.tolist()
+        for row, tokens, score, log_prob, weights in zip(
+            *columns, chunk.log_probs.tolist(), attention, strict=True
+        ):
+            found[row].append(Hypothesis(tokens, score, log_prob, weights))
+    return [
+        [_own_attention(h, n) for h in sorted(hyps, key=attrgetter("score"), reverse=True)[:nbest]]
+        for hyps, n in zip(found, src_lengths, strict=True)
+    ]
 
 
 @torch.no_grad()
@@ -237,44 +246,57 @@ def beam_search(
     src_lengths: Tensor,
     *,
     beam_size: int = 5,
+    nbest: int = 1,
+    length_penalty: LengthPenalty = "average",
     alpha: float = 1.0,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
-) -> list[Hypothesis]:
-    """Keep the `beam_size` best prefixes of each sentence: (B, S), (B,) -> B hypotheses.
+    min_len: int = 0,
+    no_repeat_ngram: int = 0,
+) -> list[list[Hypothesis]]:
+    """Keep the `beam_size` best prefixes of each sentence: (B, S), (B,) -> B n-best lists.
 
     Each step keeps the K best extensions of all live beams; those that end in EOS
     are finished and leave their slot empty, so beam size 1 is exactly greedy search.
-    A sentence is done when no live beam can beat its best finished hypothesis any
-    more (never merely because some hypotheses ended), or at its max length (its
-    live beams then compete unfinished). Its best hypothesis is chosen by
-    score / length**alpha, EOS counted in the length (alpha=0: raw score).
+    A sentence is done when no live beam can beat its `nbest`-th best finished
+    hypothesis any more (never merely because some hypotheses ended), or at its max
+    length (its live beams then compete unfinished). Hypotheses rank by score =
+    log_prob / lp(L), L counting EOS: lp = 1 ("none"), L**alpha ("average") or
+    ((5 + L) / 6)**alpha ("gnmt"). Each list holds up to `nbest` distinct outputs.
+
+    EOS is banned before `min_len` tokens (at most max_len - 1), and with
+    `no_repeat_ngram` = n > 0 so is any token that would repeat an n-gram.
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"need 1 <= nbest <= beam_size, got {nbest} and {beam_size}")
+    _check_options(length_penalty, alpha, min_len, no_repeat_ngram)
     batch = src.size(0)
     memory, state = model.encode(src, src_lengths)
     expand = torch.arange(batch, device=src.device).repeat_interleave(beam_size)  # (B*K,)
     memory, state = memory.index_select(expand), state.index_select(expand)
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b).to(src.device)  # (B,)
-    beams = _Beams.start(max_lens, beam_size)
+    longest = int(max_lens.max())
+    penalties = _penalty_table(length_penalty, alpha, longest, src.device)  # (T+1,)
+    beams = Beams.start(max_lens, _min_lengths(max_lens, min_len), beam_size, nbest)
     prev = src.new_full((batch * beam_size,), model.bos_id)  # (B'*K,)
-    finished = _Finished()
-    for step in range(int(max_lens.max())):
-        log_probs, state, _ = model.decode_step(memory, state, prev)  # (B'*K, V)
-        candidates = _top_candidates(beams.scores, _mask_specials(log_probs, model))
-        just_finished = _collect_eos(beams, candidates, model.eos_id, finished, alpha)  # (B',)
-        beams.best_finished = torch.maximum(beams.best_finished, just_finished)
-        beams, reorder = _extend(beams, _without_eos(candidates, model.eos_id))
+    finished: list[Finished] = []
+    for _ in range(longest):
+        log_probs, state, weights = model.decode_step(memory, state, prev)  # (B'*K, V), (B'*K, S)
+        log_probs = _constrain(log_probs, beams.tokens, beams.too_short(), model, no_repeat_ngram)
+        candidates = top_candidates(beams.scores, log_probs)
+        ended, ended_scores = collect_eos(beams, candidates, weights, model.eos_id, penalties)
+        beams.note_finished(ended_scores)
+        beams, reorder = extend(beams, without_eos(candidates, model.eos_id), weights)
         state = state.index_select(reorder)
-        at_max = _collect_at_max_length(beams, step, finished)
-        done = at_max | ~beams.can_improve(alpha)  # (B',)
+        unended, at_max = collect_at_max_length(beams, penalties)
+        finished += [ended, unended]
+        done = at_max | ~beams.can_improve(penalties)  # (B',)
         keep = (~done).nonzero().squeeze(1)  # (B'',)
         if keep.numel() == 0:
             break
         if keep.numel() < done.numel():
-            flat_keep = _flat_rows(keep, torch.arange(beam_size, device=src.device), beam_size)
+            flat_keep = flat_rows(keep, torch.arange(beam_size, device=src.device), beam_size)
             beams = beams.select(keep, flat_keep)
             memory, state = memory.index_select(flat_keep), state.index_select(flat_keep)
         prev = beams.tokens[:, -1]
-    return finished.best(batch, alpha)
+    return _nbest(finished, nbest, src_lengths.tolist())

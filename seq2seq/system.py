@@ -187,9 +187,10 @@ class TranslationModule(LightningModule):
         if beam_size == 1:
             hypotheses = greedy_search(self.model, batch["src"], batch["src_lengths"], **limits)
         else:
-            hypotheses = beam_search(
+            nbest_lists = beam_search(
                 self.model, batch["src"], batch["src_lengths"], beam_size=beam_size, **limits
             )
+            hypotheses = [hyps[0] for hyps in nbest_lists]
         self._hypotheses += self.tokenizer.decode_tgt([h.tokens for h in hypotheses])
         self._references += batch["tgt_text"]
 

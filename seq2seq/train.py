@@ -95,9 +95,11 @@ def _uses_demo_config(args: list[str]) -> bool:
 
 
 def _show_info_logs() -> None:
-    """Print the package's INFO logs (cache reuse, dropped pairs) on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("[seq2seq] %(message)s"))
+    """Print the package's INFO logs (cache reuse, dropped pairs) on stderr, once."""
     package_logger = logging.getLogger("seq2seq")
-    package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
+    if not any(getattr(h, "name", None) == "seq2seq-stderr" for h in package_logger.handlers):
+        handler = logging.StreamHandler()
+        handler.set_name("seq2seq-stderr")
+        handler.setFormatter(logging.Formatter("[seq2seq] %(message)s"))
+        package_logger.addHandler(handler)

@@ -1,12 +1,24 @@
 """`scripts/translate.py`: translate a text file with a checkpoint, one line out per line in."""
 
 import argparse
+import json
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
 
 from seq2seq.errors import UserError, exit_on_user_error
+from seq2seq.plots import save_attention_plot
 from seq2seq.textfiles import atomic_output, read_text_lines
-from seq2seq.translator import Translator
+from seq2seq.translator import Translation, Translator
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived."""
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,26 +26,35 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--beam-size", type=int, default=5, help="beam width (default 5)")
     group.add_argument("--greedy", action="store_true", help="greedy search (same as beam 1)")
-    group.add_argument("--alpha", type=float, default=1.0, help="length normalization exponent")
+    group.add_argument(
+        "--length-penalty",
+        choices=["none", "average", "gnmt"],
+        default="average",
+        help="score / len**alpha (average) or / ((5+len)/6)**alpha (gnmt)",
+    )
+    group.add_argument("--alpha", type=float, default=1.0, help="length penalty exponent")
     group.add_argument("--max-len-a", type=float, default=1.5, help="max length = a*src_len + b")
     group.add_argument("--max-len-b", type=int, default=10, help="see --max-len-a")
+    group.add_argument("--min-len", type=int, default=0, help="fewest output tokens")
+    group.add_argument("--no-repeat-ngram", type=int, default=0, help="block repeated n-grams")
     group.add_argument("--batch-tokens", type=int, default=4096, help="source tokens per batch")
     group.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    group.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    group.add_argument("--progress", action="store_true", help="progress bar even without a tty")
 
 
-def translate_lines(args: argparse.Namespace, sentences: list[str]) -> list[str]:
-    """Load `args.checkpoint` and translate `sentences` with the decoding options in `args`."""
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
-    return translator.translate(
-        sentences,
-        beam_size=1 if args.greedy else args.beam_size,
-        alpha=args.alpha,
-        max_len_a=args.max_len_a,
-        max_len_b=args.max_len_b,
-        batch_tokens=args.batch_tokens,
-        progress=args.progress or sys.stderr.isatty(),
-    )
+def decoding_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `Translator.translate` that `args` sets."""
+    return {
+        "beam_size": 1 if args.greedy else args.beam_size,
+        "length_penalty": args.length_penalty,
+        "alpha": args.alpha,
+        "max_len_a": args.max_len_a,
+        "max_len_b": args.max_len_b,
+        "min_len": args.min_len,
+        "no_repeat_ngram": args.no_repeat_ngram,
+        "batch_tokens": args.batch_tokens,
+        "progress": args.progress or sys.stderr.isatty(),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,19 +62,90 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by scripts/train.py")
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- = stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- = stdout)")
+    parser.add_argument("--nbest", type=int, default=1, help="write the N best per input line")
+    parser.add_argument(
+        "--format",
+        choices=["text", "jsonl"],
+        default="text",
+        help="text: one line (n-best: score<TAB>text); jsonl: JSON objects",
+    )
+    parser.add_argument("--attention-plot", metavar="DIR", help="write attention heat maps here")
+    parser.add_argument(
+        "--attention-plot-count",
+        type=int,
+        default=10,
+        metavar="K",
+        help="plot the first K sentences (default 10)",
+    )
     add_decoding_arguments(parser)
     return parser
+
+
+def format_lines(results: list[list[Translation]], *, nbest: int, fmt: str) -> Iterator[str]:
+    """The output lines: `nbest` per input line, in input order."""
+    for number, ranked in enumerate(results, start=1):
+        for rank, translation in enumerate(ranked):
+            if fmt == "jsonl":
+                fields = {
+                    "line": number,
+                    "rank": rank + 1,
+                    "score": translation.score,
+                    "text": translation.text,
+                }
+                yield json.dumps(fields, ensure_ascii=False) + "\n"
+            elif nbest > 1:
+                yield f"{translation.score:.6f}\t{translation.text}\n"
+            else:
+                yield translation.text + "\n"
+
+
+def write_attention_plots(
+    translator: Translator,
+    sources: list[str],
+    results: list[list[Translation]],
+    out_dir: str,
+    count: int,
+) -> None:
+    """One PNG per sentence for the first `count` non-empty sentences with attention."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        raise UserError(f"--attention-plot: directory {folder} does not exist")
+    for number, (source, ranked) in enumerate(zip(sources, results, strict=True), start=1):
+        best = ranked[0]
+        if number > count or best.attention is None or not source.strip():
+            continue
+        src_pieces, tgt_pieces = translator.pieces(source, best)
+        save_attention_plot(best.attention, src_pieces, tgt_pieces, folder / f"{number:05d}.png")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[seq2seq] %(message)s")
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        translations = translate_lines(args, read_text_lines(args.input))
+        if not 1 <= args.nbest <= (1 if args.greedy else args.beam_size):
+            raise UserError(f"--nbest must be between 1 and the beam size, got {args.nbest}")
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        sources = read_text_lines(args.input)
+        results = translator.translate_nbest(sources, nbest=args.nbest, **decoding_options(args))
+        if args.attention_plot:
+            write_attention_plots(
+                translator, sources, results, args.attention_plot, args.attention_plot_count
+            )
         with atomic_output(args.output) as out:
-            out.writelines(text + "\n" for text in translations)
+            out.writelines(format_lines(results, nbest=args.nbest, fmt=args.format))
     except UserError as err:
         exit_on_user_error(err)
     except KeyboardInterrupt:
-        print("interrupted: no output written", file=sys.stderr)
-        sys.exit(130)
+        _exit_interrupted("interrupted", 130)
+    except Terminated:
+        _exit_interrupted("terminated", 143)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def _exit_interrupted(what: str, status: int) -> None:
+    print(f"{what}: no output written", file=sys.stderr)
+    sys.exit(status)

@@ -4,8 +4,9 @@ import logging
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -13,19 +14,47 @@ from tqdm import tqdm
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.search import beam_search, greedy_search
+from seq2seq.search import Hypothesis, LengthPenalty, beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class Translator:
-    """A trained model with its SentencePiece models, translating batches of raw sentences."""
+class Translation(NamedTuple):
+    """One output sentence with its scores and attention."""
 
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device) -> None:
+    text: str  # detokenized
+    score: float  # length-normalized log-probability: what ranks n-best lists
+    log_prob: float  # sum of token log-probabilities, EOS included if it ended
+    tokens: list[int]  # target ids, without BOS and EOS
+    attention: np.ndarray | None  # (output tokens incl. EOS if ended, source pieces) or None
+
+
+EMPTY = Translation("", 0.0, 0.0, [], None)
+
+
+class Translator:
+    """A trained model with its SentencePiece models, translating batches of raw sentences.
+
+    Args:
+        model: the encoder-decoder.
+        tokenizer: its SentencePiece models.
+        device: where to run.
+        max_src_len: longer sources are truncated to this many pieces (with a warning);
+            None: no limit. From a checkpoint: the `max_len` it was trained with.
+    """
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        device: torch.device,
+        max_src_len: int | None = None,
+    ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
+        self.max_src_len = max_src_len
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
@@ -37,67 +66,110 @@ class Translator:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise UserError(f"{path}: weights do not fit the model it describes ({err})") from err
-        return cls(model, Tokenizer.from_dict(checkpoint["tokenizer"]), resolve_device(device))
+        tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
+        max_src_len = (checkpoint.get("datamodule_hyper_parameters") or {}).get("max_len")
+        return cls(model, tokenizer, resolve_device(device), max_src_len=max_src_len)
+
+    def translate(self, sentences: list[str], **options: Any) -> list[str]:
+        """Translate raw sentences; the best output of each, in input order.
+
+        Takes the options of `translate_nbest`; `beam_size=1` is greedy search.
+        """
+        return [ranked[0].text for ranked in self.translate_nbest(sentences, **options)]
 
     @torch.inference_mode()
-    def translate(
+    def translate_nbest(
         self,
         sentences: list[str],
         *,
+        nbest: int = 1,
         beam_size: int = 5,
+        length_penalty: LengthPenalty = "average",
         alpha: float = 1.0,
         max_len_a: float = 1.5,
         max_len_b: int = 10,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
         batch_tokens: int = 4096,
         progress: bool = False,
-    ) -> list[str]:
-        """Translate raw sentences, batched by tokens in length order; output in input order.
+    ) -> list[list[Translation]]:
+        """The `nbest` best translations of each sentence, best first, in input order.
 
-        `beam_size=1` is greedy search. An empty sentence translates to "".
+        Sentences are batched by source tokens in length order. An empty or blank
+        sentence is not decoded: it gets `nbest` empty translations.
         """
-        if beam_size < 1:
-            raise UserError(f"beam size must be at least 1, got {beam_size}")
-        source_ids = self._encode_sources(sentences, max_tokens=batch_tokens)
-        lengths = [max(len(ids), 1) for ids in source_ids]
-        outputs = [""] * len(sentences)
+        if beam_size < 1 or not 1 <= nbest <= beam_size:
+            raise UserError(f"need 1 <= nbest <= beam size, got nbest {nbest}, beam {beam_size}")
+        options = {
+            "length_penalty": length_penalty,
+            "alpha": alpha,
+            "max_len_a": max_len_a,
+            "max_len_b": max_len_b,
+            "min_len": min_len,
+            "no_repeat_ngram": no_repeat_ngram,
+        }
+        source_ids = self._encode_sources(sentences)
+        todo = [i for i, ids in enumerate(source_ids) if ids]
+        results = [[EMPTY] * nbest for _ in sentences]
+        lengths = [len(source_ids[i]) for i in todo]
+        budget = max([batch_tokens, *lengths])
         with tqdm(total=len(sentences), unit="sent", disable=not progress) as bar:
-            for batch in TokenBatchSampler(lengths, batch_tokens, shuffle=False):
-                src, src_lengths = self._pad([source_ids[i] for i in batch])
-                if beam_size == 1:
-                    found = greedy_search(
-                        self.model, src, src_lengths, max_len_a=max_len_a, max_len_b=max_len_b
-                    )
-                else:
-                    found = beam_search(
-                        self.model,
-                        src,
-                        src_lengths,
-                        beam_size=beam_size,
-                        alpha=alpha,
-                        max_len_a=max_len_a,
-                        max_len_b=max_len_b,
-                    )
-                texts = self.tokenizer.decode_tgt([h.tokens for h in found])
-                for index, text, ids in zip(
-                    batch, texts, (source_ids[i] for i in batch), strict=True
-                ):
-                    outputs[index] = text if ids else ""
-                bar.update(len(batch))
-        return outputs
+            bar.update(len(sentences) - len(todo))
+            for batch in TokenBatchSampler(lengths, budget, shuffle=False):
+                rows = [todo[i] for i in batch]
+                found = self._search([source_ids[i] for i in rows], beam_size, nbest, options)
+                for row, ranked in zip(rows, found, strict=True):
+                    results[row] = ranked
+                bar.update(len(rows))
+        return results
 
-    def _encode_sources(self, sentences: list[str], *, max_tokens: int) -> list[list[int]]:
-        """Source ids per sentence; over-long ones are truncated to `max_tokens` with a warning."""
+    def pieces(self, sentence: str, translation: Translation) -> tuple[list[str], list[str]]:
+        """Source and output pieces labelling the rows and columns of `translation.attention`."""
+        src = self.tokenizer.src_pieces(sentence.strip())[: self.max_src_len]
+        tgt = self.tokenizer.tgt_pieces(translation.tokens)
+        if translation.attention is not None and len(translation.attention) > len(tgt):
+            tgt.append("</s>")
+        return src, tgt
+
+    def _search(
+        self, rows: list[list[int]], beam_size: int, nbest: int, options: dict[str, Any]
+    ) -> list[list[Translation]]:
+        """Decode one batch of source id lists."""
+        src, src_lengths = self._pad(rows)
+        if beam_size == 1:
+            found = [[h] for h in greedy_search(self.model, src, src_lengths, **options)]
+        else:
+            found = beam_search(
+                self.model, src, src_lengths, beam_size=beam_size, nbest=nbest, **options
+            )
+        return [[self._as_translation(h) for h in ranked] for ranked in found]
+
+    def _as_translation(self, hypothesis: Hypothesis) -> Translation:
+        (text,) = self.tokenizer.decode_tgt([hypothesis.tokens])
+        attention = hypothesis.attention
+        weights = None if attention is None else attention.float().cpu().numpy()
+        return Translation(text, hypothesis.score, hypothesis.log_prob, hypothesis.tokens, weights)
+
+    def _encode_sources(self, sentences: list[str]) -> list[list[int]]:
+        """Source ids per sentence; over-long ones are truncated, with one warning."""
         source_ids = self.tokenizer.encode_src([s.strip() for s in sentences])
-        too_long = [n for n, ids in enumerate(source_ids, start=1) if len(ids) > max_tokens]
+        if self.max_src_len is None:
+            return source_ids
+        too_long = [n for n, ids in enumerate(source_ids, start=1) if len(ids) > self.max_src_len]
         if too_long:
-            log.warning("line(s) %s longer than %d tokens: truncated", too_long[:10], max_tokens)
-            source_ids = [ids[:max_tokens] for ids in source_ids]
-        return source_ids
+            shown = ", ".join(map(str, too_long[:10])) + (" ..." if len(too_long) > 10 else "")
+            log.warning(
+                "%d line(s) longer than %d source pieces, truncated: line(s) %s",
+                len(too_long),
+                self.max_src_len,
+                shown,
+            )
+        return [ids[: self.max_src_len] for ids in source_ids]
 
     def _pad(self, sequences: list[list[int]]) -> tuple[Tensor, Tensor]:
         """(B, S) padded source ids and (B,) lengths on the model's device."""
         lengths = torch.tensor([len(s) for s in sequences])
-        src = torch.full((len(sequences), max(int(lengths.max()), 1)), self.model.pad_id)
+        src = torch.full((len(sequences), int(lengths.max())), self.model.pad_id)
         for row, ids in enumerate(sequences):
             src[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return src.to(self.device), lengths.to(self.device)

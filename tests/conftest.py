@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny parallel corpus made in tmp_path, and fixed seeds."""
+"""Shared fixtures: a tiny parallel corpus, a tiny trained model, fixed seeds."""
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 from seq2seq.demo import write_demo_corpus
+from seq2seq.train import fit_and_test
 
 MULTI30K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multi30k"
 
@@ -28,3 +31,39 @@ def multi30k() -> Path:
     if not (MULTI30K / "train.de.gz").exists():
         pytest.skip("../shared/data/multi30k is absent")
     return MULTI30K.resolve()
+
+
+def _tiny_run_args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    """scripts/train.py arguments for a tiny model on `corpus`, writing everything under `out`."""
+    return [
+        *("--data.train", str(corpus / "train"), "--data.val", str(corpus / "val")),
+        *("--data.test", str(corpus / "test"), "--data.cache_dir", str(out / "cache")),
+        *("--data.max_tokens", "400", "--data.vocab_size", "60"),
+        *("--model.embed_dim", "16", "--model.hidden_size", "16"),
+        *("--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false"),
+        *("--trainer.logger", "lightning.pytorch.loggers.CSVLogger"),
+        *("--trainer.logger.save_dir", str(out)),
+        *("--checkpoint.dirpath", str(out / "checkpoints"), "--checkpoint.filename", "best"),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def train_args(tiny_corpus: Path) -> Callable[..., list[str]]:
+    """`train_args(out, *extra)`: arguments of a tiny training run on `tiny_corpus`."""
+    return partial(_tiny_run_args, tiny_corpus)
+
+
+@pytest.fixture(scope="session")
+def trained(train_args: Callable[..., list[str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short training run (2 epochs of 3 batches); returns its output folder."""
+    out = tmp_path_factory.mktemp("run")
+    fit_and_test(
+        train_args(
+            out,
+            *("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"),
+            *("--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1"),
+            *("--model.test_beam_size", "2"),
+        )
+    )
+    return out

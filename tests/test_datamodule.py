@@ -117,6 +117,7 @@ def test_second_instance_reuses_caches(
 ) -> None:
     make(corpus, tmp_path).prepare_data()
     caplog.set_level(logging.INFO, logger="seq2seq")
+    caplog.clear()
     dm = make(corpus, tmp_path)
     dm.prepare_data()
     assert "reusing cached SentencePiece model" in caplog.text
@@ -133,6 +134,7 @@ def test_changed_corpus_invalidates_cache(
     make(corpus, tmp_path).prepare_data()
     append(corpus / "train", [("eins", "one")])
     caplog.set_level(logging.INFO, logger="seq2seq")
+    caplog.clear()
     dm = make(corpus, tmp_path)
     dm.prepare_data()
     assert "training SentencePiece" in caplog.text

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,53 +16,10 @@ from seq2seq.translate import main as translate_main
 from seq2seq.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["--model.embed_dim", "16", "--model.hidden_size", "16", "--data.vocab_size", "60"]
 
 
-def train_args(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data.train",
-        str(corpus / "train"),
-        "--data.val",
-        str(corpus / "val"),
-        "--data.test",
-        str(corpus / "test"),
-        "--data.cache_dir",
-        str(out / "cache"),
-        "--data.max_tokens",
-        "400",
-        "--trainer.default_root_dir",
-        str(out),
-        "--trainer.logger",
-        "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.save_dir",
-        str(out),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--checkpoint.dirpath",
-        str(out / "checkpoints"),
-        "--checkpoint.filename",
-        "best",
-        *TINY_MODEL,
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One short training run (2 epochs of 3 batches); returns its output folder."""
-    out = tmp_path_factory.mktemp("run")
-    args = [
-        *("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"),
-        *("--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1"),
-        *("--model.test_beam_size", "2"),
-    ]
-    fit_and_test(train_args(tiny_corpus, out, *args))
-    return out
-
-
-def test_fast_dev_run(tiny_corpus: Path, tmp_path: Path) -> None:
-    cli = fit_and_test(train_args(tiny_corpus, tmp_path, "--trainer.fast_dev_run", "true"))
+def test_fast_dev_run(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
+    cli = fit_and_test(train_args(tmp_path, "--trainer.fast_dev_run", "true"))
     assert cli.trainer.state.finished
     assert cli.model.model.decoder.output.out_features == cli.datamodule.tgt_vocab_size
 
@@ -150,30 +108,30 @@ def assert_user_error(result: subprocess.CompletedProcess, *expected: str) -> No
         assert text in last, last
 
 
-def test_missing_training_file(tiny_corpus: Path, tmp_path: Path) -> None:
-    args = train_args(tiny_corpus, tmp_path)
+def test_missing_training_file(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
+    args = train_args(tmp_path)
     args[args.index("--data.train") + 1] = str(tmp_path / "nowhere")
     assert_user_error(run_script("train", *args), str(tmp_path / "nowhere"))
 
 
-def test_line_count_mismatch(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_line_count_mismatch(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
     (tmp_path / "bad.de").write_text("eins\nzwei\ndrei\n")
     (tmp_path / "bad.en").write_text("one\ntwo\n")
-    args = train_args(tiny_corpus, tmp_path)
+    args = train_args(tmp_path)
     args[args.index("--data.train") + 1] = str(tmp_path / "bad")
     assert_user_error(run_script("train", *args), "bad.de", "bad.en", "3", "2")
 
 
-def test_empty_corpus_after_cleaning(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_empty_corpus_after_cleaning(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
     (tmp_path / "empty.de").write_text("\n  \neins\n")
     (tmp_path / "empty.en").write_text("one\ntwo\n\n")
-    args = train_args(tiny_corpus, tmp_path)
+    args = train_args(tmp_path)
     args[args.index("--data.train") + 1] = str(tmp_path / "empty")
     assert_user_error(run_script("train", *args), "empty")
 
 
-def test_unknown_config_key(tiny_corpus: Path, tmp_path: Path) -> None:
-    result = run_script("train", *train_args(tiny_corpus, tmp_path), "--model.hiden_size", "8")
+def test_unknown_config_key(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
+    result = run_script("train", *train_args(tmp_path), "--model.hiden_size", "8")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "hiden_size" in result.stderr
 

@@ -1,7 +1,7 @@
 """Greedy and beam search, on a fake model whose log-probs come from fixed random tables."""
 
-import itertools
 import math
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import pytest
@@ -78,20 +78,101 @@ def random_batch(lengths: list[int], vocab_size: int = 6) -> tuple[Tensor, Tenso
     return src, src_lengths
 
 
+def penalty(length: int, kind: str, alpha: float) -> float:
+    """lp(L), written out here independently of the search module."""
+    return {"none": 1.0, "average": length**alpha, "gnmt": ((5 + length) / 6) ** alpha}[kind]
+
+
+def repeated_ngram_bans(tokens: list[int], n: int) -> set[int]:
+    """The tokens that would complete an n-gram already in `tokens` (none for n=0)."""
+    if n == 0:
+        return set()
+    context = tuple(tokens[len(tokens) - n + 1 :]) if n > 1 else ()
+    starts = range(len(tokens) - n + 1)
+    return {tokens[i + n - 1] for i in starts if tuple(tokens[i : i + n - 1]) == context}
+
+
+def has_repeated_ngram(tokens: list[int], n: int) -> bool:
+    ngrams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(ngrams)) < len(ngrams)
+
+
 @torch.no_grad()
-def sequence_score(
+def teacher_force(
     model: Any, src: Tensor, src_length: int, tokens: list[int], ended: bool
-) -> float:
-    """Log-prob of `tokens` (then EOS if `ended`) for one (S,) source, teacher forced."""
+) -> tuple[float, Tensor | None]:
+    """Log-prob of `tokens` (then EOS if `ended`) for one (S,) source, teacher forced, and
+    the (L, S) attention of each step (None if the model gives none)."""
     length = torch.tensor([src_length], device=src.device)
     memory, state = model.encode(src[:src_length].unsqueeze(0), length)
-    total, prev = 0.0, model.bos_id
+    total, prev, attention = 0.0, model.bos_id, []
     for token in tokens + [model.eos_id] * ended:
         prev_tokens = torch.tensor([prev], device=src.device)
-        log_probs, state, _ = model.decode_step(memory, state, prev_tokens)
+        log_probs, state, weights = model.decode_step(memory, state, prev_tokens)
         total += log_probs[0, token].item()
+        if weights is not None:
+            attention.append(weights[0])
         prev = token
-    return total
+    return total, torch.stack(attention) if attention else None
+
+
+@torch.no_grad()
+def reference_greedy(
+    model: TableModel, src: Tensor, src_length: int, max_len: int, *, min_len: int, ngram: int
+) -> list[int]:
+    """Greedy search for one sentence, written plainly, with min length and n-gram ban."""
+    memory, state = model.encode(src[:src_length].unsqueeze(0), torch.tensor([src_length]))
+    content = set(range(3, model.by_prev.size(0)))
+    tokens: list[int] = []
+    while len(tokens) < max_len:
+        prev = torch.tensor([tokens[-1] if tokens else BOS])
+        log_probs, state, _ = model.decode_step(memory, state, prev)
+        allowed = content - repeated_ngram_bans(tokens, ngram)
+        if len(tokens) >= min(min_len, max_len - 1) or not allowed:
+            allowed.add(EOS)
+        token = max(sorted(allowed), key=lambda t: log_probs[0, t].item())
+        if token == EOS:
+            break
+        tokens.append(token)
+    return tokens
+
+
+def assert_nbest_list(hyps: list[Hypothesis], nbest: int) -> None:
+    """At most `nbest` distinct outputs, best first."""
+    assert 1 <= len(hyps) <= nbest
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
+
+
+def assert_hypothesis_valid(
+    model: Any, src: Tensor, src_length: int, max_len: int, hyp: Hypothesis, rel: float
+) -> None:
+    """Tokens are valid, log-prob, score (average, alpha 1) and attention are the model's."""
+    assert not {model.pad_id, model.bos_id, model.eos_id} & set(hyp.tokens)
+    assert len(hyp.tokens) <= max_len
+    ended = len(hyp.tokens) < max_len
+    log_prob, attention = teacher_force(model, src, src_length, hyp.tokens, ended)
+    assert hyp.log_prob == pytest.approx(log_prob, rel=rel)
+    assert hyp.score == pytest.approx(log_prob / (len(hyp.tokens) + ended), rel=rel)
+    if attention is None:
+        assert hyp.attention is None
+    else:
+        assert hyp.attention is not None
+        assert hyp.attention.shape == (len(hyp.tokens) + ended, src_length)
+        torch.testing.assert_close(hyp.attention.sum(dim=1), torch.ones(len(attention)))
+        torch.testing.assert_close(hyp.attention, attention, rtol=1e-4, atol=1e-6)
+
+
+def assert_same_hypotheses(found: list[Hypothesis], expected: list[Hypothesis]) -> None:
+    """Same tokens, scores to 1e-5 and attention."""
+    assert [h.tokens for h in found] == [h.tokens for h in expected]
+    assert [h.score for h in found] == pytest.approx([h.score for h in expected], rel=1e-5)
+    assert [h.log_prob for h in found] == pytest.approx([h.log_prob for h in expected], rel=1e-5)
+    for hyp, other in zip(found, expected, strict=True):
+        if other.attention is None:
+            assert hyp.attention is None
+        else:
+            torch.testing.assert_close(hyp.attention, other.attention, rtol=1e-5, atol=1e-6)
 
 
 def assert_search_consistent(
@@ -100,47 +181,66 @@ def assert_search_consistent(
     src_lengths: Tensor,
     *,
     beam_size: int = 3,
+    nbest: int = 2,
     max_len_a: float = 1.5,
     max_len_b: int = 4,
     rel: float = 1e-5,
+    **constraints: int,
 ) -> None:
-    """Checks any model: beam 1 is greedy, tokens and lengths are valid, scores are the
-    model's, and each sentence gives the same result alone as in the batch."""
-    lengths = dict(max_len_a=max_len_a, max_len_b=max_len_b)
-    greedy = greedy_search(model, src, src_lengths, **lengths)
-    beam1 = beam_search(model, src, src_lengths, beam_size=1, **lengths)
-    beam = beam_search(model, src, src_lengths, beam_size=beam_size, **lengths)
+    """Checks any model: beam 1 is greedy, every hypothesis is valid and the model's, n-best
+    lists are sorted and distinct, and each sentence gives the same result alone as in the
+    (padded) batch."""
+    options: dict[str, Any] = dict(max_len_a=max_len_a, max_len_b=max_len_b, **constraints)
+    beam_options = dict(beam_size=beam_size, nbest=nbest, **options)
+    greedy = greedy_search(model, src, src_lengths, **options)
+    beam1 = [hyps[0] for hyps in beam_search(model, src, src_lengths, beam_size=1, **options)]
+    beam = beam_search(model, src, src_lengths, **beam_options)
     assert [h.tokens for h in beam1] == [h.tokens for h in greedy]
     assert [h.score for h in beam1] == pytest.approx([h.score for h in greedy], rel=rel)
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b).tolist()
     for i, (n, max_len) in enumerate(zip(src_lengths.tolist(), max_lens, strict=True)):
         alone = src[i : i + 1, :n], src_lengths[i : i + 1]
-        for hyp, alone_hyp in [
-            (greedy[i], greedy_search(model, *alone, **lengths)[0]),
-            (beam[i], beam_search(model, *alone, beam_size=beam_size, **lengths)[0]),
-        ]:
-            assert not {model.pad_id, model.bos_id, model.eos_id} & set(hyp.tokens)
-            assert len(hyp.tokens) <= max_len
-            ended = len(hyp.tokens) < max_len
-            rescored = sequence_score(model, src[i], n, hyp.tokens, ended)
-            assert hyp.score == pytest.approx(rescored, rel=rel)
-            assert alone_hyp.tokens == hyp.tokens
-            assert alone_hyp.score == pytest.approx(hyp.score, rel=rel)
+        assert_nbest_list(beam[i], nbest)
+        for hyp in [greedy[i], *beam[i]]:
+            assert_hypothesis_valid(model, src[i], n, max_len, hyp, rel)
+        assert_same_hypotheses(greedy_search(model, *alone, **options), [greedy[i]])
+        assert_same_hypotheses(beam_search(model, *alone, **beam_options)[0], beam[i])
 
 
-def exhaustive_search(
-    model: TableModel, src: Tensor, src_length: int, max_len: int, alpha: float
-) -> Hypothesis:
-    """The best of all outputs of at most `max_len` steps, by score / length**alpha."""
-    content = [t for t in range(model.by_prev.size(0)) if t not in (PAD, BOS, EOS)]
-    best, best_norm = Hypothesis([], -math.inf), -math.inf
-    for n in range(max_len + 1):
-        ended = n < max_len
-        for tokens in itertools.product(content, repeat=n):
-            score = sequence_score(model, src, src_length, list(tokens), ended)
-            if score / (n + ended) ** alpha > best_norm:
-                best, best_norm = Hypothesis(list(tokens), score), score / (n + ended) ** alpha
-    return best
+def all_outputs(
+    model: TableModel, src: Tensor, src_length: int, max_len: int
+) -> list[tuple[list[int], bool, float]]:
+    """Every output of at most `max_len` steps: (tokens, ended in EOS, log-prob)."""
+    memory, state = model.encode(src[:src_length].unsqueeze(0), torch.tensor([src_length]))
+    content = list(range(3, model.by_prev.size(0)))
+    outputs: list[tuple[list[int], bool, float]] = []
+
+    def visit(prefix: list[int], log_prob: float, state: FakeState) -> None:
+        if len(prefix) == max_len:
+            outputs.append((prefix, False, log_prob))
+            return
+        prev = torch.tensor([prefix[-1] if prefix else BOS])
+        log_probs, state, _ = model.decode_step(memory, state, prev)
+        outputs.append((prefix, True, log_prob + log_probs[0, EOS].item()))
+        for token in content:
+            visit([*prefix, token], log_prob + log_probs[0, token].item(), state)
+
+    visit([], 0.0, state)
+    return outputs
+
+
+def exhaustive_nbest(
+    model: TableModel, src: Tensor, src_length: int, max_len: int, kind: str, alpha: float, n: int
+) -> list[tuple[list[int], float, float]]:
+    """The `n` best of all outputs of at most `max_len` steps: (tokens, score, log-prob)."""
+    scored = [
+        (tokens, log_prob / penalty(len(tokens) + ended, kind, alpha), log_prob)
+        for tokens, ended, log_prob in all_outputs(model, src, src_length, max_len)
+    ]
+    return sorted(scored, key=itemgetter(1), reverse=True)[:n]
+
+
+PENALTIES = [("none", 1.0), ("average", 0.0), ("average", 1.0), ("gnmt", 0.6), ("gnmt", 1.0)]
 
 
 def test_max_output_lengths() -> None:
@@ -149,51 +249,92 @@ def test_max_output_lengths() -> None:
     assert max_output_lengths(torch.tensor([0, 4]), 0.0, 0).tolist() == [1, 1]
 
 
+@pytest.mark.parametrize("constraints", [{}, {"min_len": 3, "no_repeat_ngram": 2}])
 @pytest.mark.parametrize("seed", range(3))
-def test_search_consistent_on_table_model(seed: int) -> None:
+def test_search_consistent_on_table_model(seed: int, constraints: dict[str, int]) -> None:
     model = TableModel(seed=seed, eos_bias=1.0)
-    assert_search_consistent(model, *random_batch([3, 1, 7, 4, 2]))
+    assert_search_consistent(model, *random_batch([3, 1, 7, 4, 2]), **constraints)
 
 
 @pytest.mark.parametrize("eos_bias", [-2.0, 0.0, 2.0])
 def test_greedy_equals_beam_size_one(eos_bias: float) -> None:
     model = TableModel(seed=1, eos_bias=eos_bias)
     src, src_lengths = random_batch([5, 2, 8, 1, 6, 3])
-    greedy = greedy_search(model, src, src_lengths)
-    for alpha in (0.0, 1.0):
-        assert beam_search(model, src, src_lengths, beam_size=1, alpha=alpha) == greedy
+    for kind, alpha in PENALTIES:
+        for constraints in [{}, {"min_len": 4}, {"no_repeat_ngram": 2}]:
+            options = dict(length_penalty=kind, alpha=alpha, **constraints)
+            greedy = greedy_search(model, src, src_lengths, **options)
+            beam = beam_search(model, src, src_lengths, beam_size=1, **options)
+            assert [hyps[0] for hyps in beam] == greedy
+            assert all(len(hyps) == 1 for hyps in beam)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_wide_beam_equals_exhaustive_search(alpha: float) -> None:
+@pytest.mark.parametrize(("kind", "alpha"), PENALTIES)
+def test_wide_beam_equals_exhaustive_search(kind: str, alpha: float) -> None:
     # V=6 leaves 3 output tokens; with max length 4 at most 27 * 4 candidates are
-    # finite at any step, so a beam of 128 keeps every prefix.
-    model = TableModel(seed=2)
+    # finite at any step, so a beam of 128 keeps every prefix. With this seed the four
+    # distinct penalties ("average" with alpha 0 is "none") give four different lists.
+    model = TableModel(seed=5)
     src, src_lengths = random_batch([1, 3, 2])
     found = beam_search(
-        model, src, src_lengths, beam_size=128, alpha=alpha, max_len_a=0.0, max_len_b=4
+        model,
+        src,
+        src_lengths,
+        beam_size=128,
+        nbest=3,
+        length_penalty=kind,
+        alpha=alpha,
+        max_len_a=0.0,
+        max_len_b=4,
     )
-    for i, hyp in enumerate(found):
-        best = exhaustive_search(model, src[i], int(src_lengths[i]), max_len=4, alpha=alpha)
-        assert hyp.tokens == best.tokens
-        assert hyp.score == pytest.approx(best.score, rel=1e-5)
+    for i, hyps in enumerate(found):
+        best = exhaustive_nbest(model, src[i], int(src_lengths[i]), 4, kind, alpha, n=3)
+        assert [h.tokens for h in hyps] == [tokens for tokens, _, _ in best]
+        assert [h.score for h in hyps] == pytest.approx([score for _, score, _ in best], rel=1e-5)
+        assert [h.log_prob for h in hyps] == pytest.approx([lp for _, _, lp in best], rel=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_beam_scores_at_least_greedy(seed: int) -> None:
     model = TableModel(vocab_size=12, seed=seed)
     src, src_lengths = random_batch(list(range(1, 9)), vocab_size=12)
-    greedy = greedy_search(model, src, src_lengths)
-    beam = beam_search(model, src, src_lengths, beam_size=4, alpha=0.0)
+    greedy = greedy_search(model, src, src_lengths, length_penalty="none")
+    beam = [
+        hyps[0] for hyps in beam_search(model, src, src_lengths, beam_size=4, length_penalty="none")
+    ]
     for beam_hyp, greedy_hyp in zip(beam, greedy, strict=True):
         assert beam_hyp.score >= greedy_hyp.score - 1e-6
     assert any(b.score > g.score + 1e-3 for b, g in zip(beam, greedy, strict=True))
 
 
+def test_nbest_lists_are_sorted_distinct_and_keep_the_best() -> None:
+    model = TableModel(vocab_size=12, seed=9)
+    src, src_lengths = random_batch([1, 4, 2, 6, 3], vocab_size=12)
+    one = beam_search(model, src, src_lengths, beam_size=6, nbest=1)
+    six = beam_search(model, src, src_lengths, beam_size=6, nbest=6)
+    for hyps in six:
+        assert len(hyps) == 6
+        assert_nbest_list(hyps, 6)
+    assert [hyps[0] for hyps in six] == [hyps[0] for hyps in one]
+
+
+def test_nbest_waits_for_the_nth_finished() -> None:
+    # EOS is so likely that the best output is empty, found at step 1; with nbest=2
+    # the search goes on until a second one is found and no live beam can beat it.
+    model = TableModel(seed=7, eos_bias=8.0)
+    src, src_lengths = random_batch([3])
+    options: dict[str, Any] = dict(length_penalty="none", max_len_a=0.0, max_len_b=4)
+    found = beam_search(model, src, src_lengths, beam_size=3, nbest=2, **options)
+    assert model.batch_sizes == [3, 3]
+    best = exhaustive_nbest(model, src[0], 3, 4, "none", 1.0, n=2)
+    assert [h.tokens for h in found[0]] == [tokens for tokens, _, _ in best]
+    assert found[0][0].tokens == []
+
+
 def test_same_result_alone_and_in_batch() -> None:
     model = TableModel(seed=3)
     src, src_lengths = random_batch([6, 1, 4, 9, 2, 7, 3])
-    for search, kwargs in [(greedy_search, {}), (beam_search, {"beam_size": 4})]:
+    for search, kwargs in [(greedy_search, {}), (beam_search, {"beam_size": 4, "nbest": 2})]:
         batched = search(model, src, src_lengths, **kwargs)
         for i, n in enumerate(src_lengths.tolist()):
             assert search(model, src[i : i + 1, :n], src_lengths[i : i + 1], **kwargs) == [
@@ -208,23 +349,91 @@ def test_without_eos_output_stops_at_max_length(beam_size: int | None) -> None:
     if beam_size is None:
         found = greedy_search(model, src, src_lengths, max_len_a=1.5, max_len_b=2)
     else:
-        found = beam_search(
-            model, src, src_lengths, beam_size=beam_size, max_len_a=1.5, max_len_b=2
-        )
+        found = [
+            hyps[0]
+            for hyps in beam_search(
+                model, src, src_lengths, beam_size=beam_size, max_len_a=1.5, max_len_b=2
+            )
+        ]
     assert [len(h.tokens) for h in found] == [3, 5, 6, 9]
+
+
+def search_all(
+    model: Any, src: Tensor, src_lengths: Tensor, beam_size: int | None, **kwargs: Any
+) -> list[Hypothesis]:
+    """Greedy's hypotheses (beam_size None), or all those of beam search's n-best lists."""
+    if beam_size is None:
+        return greedy_search(model, src, src_lengths, **kwargs)
+    found = beam_search(model, src, src_lengths, beam_size=beam_size, nbest=beam_size, **kwargs)
+    return [hyp for hyps in found for hyp in hyps]
 
 
 @pytest.mark.parametrize("beam_size", [None, 1, 4])
 def test_never_outputs_special_tokens(beam_size: int | None) -> None:
     # The model prefers padding and BOS; search must not emit them.
     model = TableModel(seed=5, special_bias=5.0)
-    src, src_lengths = random_batch([4, 2, 6, 1])
-    if beam_size is None:
-        found = greedy_search(model, src, src_lengths)
-    else:
-        found = beam_search(model, src, src_lengths, beam_size=beam_size)
+    found = search_all(model, *random_batch([4, 2, 6, 1]), beam_size)
     assert all(not {PAD, BOS, EOS} & set(h.tokens) for h in found)
     assert any(h.tokens for h in found)
+
+
+def repeating_model() -> TableModel:
+    """A model that strongly prefers repeating its previous token and rarely ends."""
+    model = TableModel(seed=8, eos_bias=-3.0)
+    model.by_prev += 10 * torch.eye(model.by_prev.size(0))
+    return model
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_no_repeat_ngram(n: int) -> None:
+    model = repeating_model()
+    src, src_lengths = random_batch([2, 4, 6])
+    options: dict[str, Any] = dict(max_len_a=1.0, max_len_b=6)
+    assert all(
+        has_repeated_ngram(h.tokens, n) for h in greedy_search(model, src, src_lengths, **options)
+    )
+    greedy = greedy_search(model, src, src_lengths, no_repeat_ngram=n, **options)
+    max_lens = max_output_lengths(src_lengths, 1.0, 6).tolist()
+    for i, (hyp, max_len) in enumerate(zip(greedy, max_lens, strict=True)):
+        expected = reference_greedy(model, src[i], int(src_lengths[i]), max_len, min_len=0, ngram=n)
+        assert hyp.tokens == expected
+    for beam_size in (None, 1, 3):
+        found = search_all(model, src, src_lengths, beam_size, no_repeat_ngram=n, **options)
+        assert not any(has_repeated_ngram(h.tokens, n) for h in found)
+        assert all(h.tokens for h in found)
+
+
+@pytest.mark.parametrize("beam_size", [None, 1, 3])
+def test_min_length(beam_size: int | None) -> None:
+    model = TableModel(seed=10, eos_bias=10.0)
+    src, src_lengths = random_batch([1, 2, 5])
+    options: dict[str, Any] = dict(max_len_a=1.0, max_len_b=1)  # max lengths 2, 3, 6
+    assert all(h.tokens == [] for h in greedy_search(model, src, src_lengths, **options))
+    found = search_all(model, src, src_lengths, beam_size, min_len=4, **options)
+    per_sentence = beam_size or 1  # greedy: 1; beam: an n-best list of beam_size
+    assert len(found) == 3 * per_sentence
+    for i, hyp in enumerate(found):
+        max_len = (2, 3, 6)[i // per_sentence]
+        assert min(4, max_len - 1) <= len(hyp.tokens) <= max_len
+    if beam_size is None:
+        assert [len(h.tokens) for h in found] == [1, 2, 4]  # EOS as soon as allowed
+        for i, (hyp, max_len) in enumerate(zip(found, (2, 3, 6), strict=True)):
+            n = int(src_lengths[i])
+            assert hyp.tokens == reference_greedy(model, src[i], n, max_len, min_len=4, ngram=0)
+
+
+@pytest.mark.parametrize("beam_size", [None, 1, 3])
+def test_constraints_that_leave_only_eos_end_the_output(beam_size: int | None) -> None:
+    # No token may repeat and only 3 exist, so EOS must come before min_len: the output
+    # ends short rather than with a banned or special token.
+    model = TableModel(seed=11, eos_bias=-2.0)
+    src, src_lengths = random_batch([3, 5])
+    found = search_all(model, src, src_lengths, beam_size, min_len=8, no_repeat_ngram=1)
+    assert len(found) == 2 * (beam_size or 1)
+    for hyp in found:
+        assert len(hyp.tokens) == len(set(hyp.tokens)) == 3
+        assert not {PAD, BOS, EOS} & set(hyp.tokens)
+        assert math.isfinite(hyp.score)
 
 
 def test_finished_sentences_leave_the_batch() -> None:
@@ -238,12 +447,12 @@ def test_finished_sentences_leave_the_batch() -> None:
 
 
 def test_beam_stops_when_no_live_beam_can_win() -> None:
-    # EOS is so likely that the best hypothesis ends at step 1; with alpha=0 no
-    # live beam (whose score can only fall) can beat it, so no step may follow.
+    # EOS is so likely that the best hypothesis ends at step 1; with no length penalty
+    # no live beam (whose score can only fall) can beat it, so no step may follow.
     model = TableModel(seed=7, eos_bias=8.0)
-    found = beam_search(model, *random_batch([3]), beam_size=2, alpha=0.0)
+    found = beam_search(model, *random_batch([3]), beam_size=2, length_penalty="none")
     assert model.batch_sizes == [2]
-    assert found[0].tokens == []
+    assert found[0][0].tokens == []
 
 
 def step_model(probabilities: list[list[float]], steps: int = 64) -> TableModel:
@@ -256,7 +465,8 @@ def step_model(probabilities: list[list[float]], steps: int = 64) -> TableModel:
     return model
 
 
-def test_finished_junk_does_not_stop_the_search() -> None:
+@pytest.mark.parametrize(("kind", "alpha"), PENALTIES)
+def test_finished_junk_does_not_stop_the_search(kind: str, alpha: float) -> None:
     """Early EOS candidates rank among the top K and finish K poor hypotheses while
     the best beam is still open: the search must go on until that beam can't win."""
     #          PAD   BOS   EOS   a     b     c
@@ -264,18 +474,45 @@ def test_finished_junk_does_not_stop_the_search() -> None:
     late = [1e-9, 1e-9, 0.97, 0.01, 0.01, 0.01]
     model = step_model([early] * 4 + [late])
     src, src_lengths = random_batch([4])
-    for alpha in (0.0, 1.0):
-        found = beam_search(
-            model, src, src_lengths, beam_size=3, alpha=alpha, max_len_a=1.0, max_len_b=2
-        )
-        best = exhaustive_search(model, src[0], 4, max_len=6, alpha=alpha)
-        assert found[0].tokens == best.tokens == [3, 3, 3, 3]
-        assert found[0].score == pytest.approx(4 * math.log(0.80) + math.log(0.97), rel=1e-4)
+    options: dict[str, Any] = dict(length_penalty=kind, alpha=alpha, max_len_a=1.0, max_len_b=2)
+    found = beam_search(model, src, src_lengths, beam_size=3, nbest=2, **options)
+    best = exhaustive_nbest(model, src[0], 4, 6, kind, alpha, n=2)
+    assert [h.tokens for h in found[0]] == [tokens for tokens, _, _ in best]
+    assert found[0][0].tokens == [3, 3, 3, 3]
+    assert found[0][0].log_prob == pytest.approx(4 * math.log(0.80) + math.log(0.97), rel=1e-4)
 
 
-def test_beam_size_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="beam_size"):
-        beam_search(TableModel(), *random_batch([2]), beam_size=0)
+@pytest.mark.parametrize(("kind", "alpha"), PENALTIES)
+def test_long_output_may_overtake_a_finished_short_one(kind: str, alpha: float) -> None:
+    """A live beam scoring below the finished empty output may still win once it is
+    long: the search may stop only by the bound at the max length."""
+    #          PAD   BOS   EOS    a      b      c
+    first = [1e-9, 1e-9, 0.50, 0.45, 0.03, 0.02]
+    middle = [1e-9, 1e-9, 0.005, 0.99, 0.003, 0.002]
+    last = [1e-9, 1e-9, 0.97, 0.01, 0.01, 0.01]
+    model = step_model([first] + [middle] * 3 + [last])
+    src, src_lengths = random_batch([4])
+    options: dict[str, Any] = dict(length_penalty=kind, alpha=alpha, max_len_a=1.0, max_len_b=2)
+    found = beam_search(model, src, src_lengths, beam_size=2, **options)
+    best = exhaustive_nbest(model, src[0], 4, 6, kind, alpha, n=1)
+    assert found[0][0].tokens == best[0][0]
+    assert found[0][0].tokens == ([] if alpha == 0 or kind == "none" else [3, 3, 3, 3])
+
+
+def test_invalid_options_raise() -> None:
+    model, (src, src_lengths) = TableModel(), random_batch([2])
+    for kwargs in [{"beam_size": 0}, {"nbest": 0}, {"beam_size": 2, "nbest": 3}]:
+        with pytest.raises(ValueError, match="beam_size"):
+            beam_search(model, src, src_lengths, **kwargs)
+    for search in (greedy_search, beam_search):
+        for kwargs, match in [
+            ({"alpha": -0.5}, "alpha"),
+            ({"length_penalty": "wu"}, "length_penalty"),
+            ({"min_len": -1}, "min_len"),
+            ({"no_repeat_ngram": -2}, "no_repeat_ngram"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                search(model, src, src_lengths, **kwargs)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
@@ -285,6 +522,7 @@ def test_search_consistent_on_the_real_model(cell: str, attention: str) -> None:
 
     model = Seq2Seq(9, 11, cell=cell, attention=attention, embed_dim=8, hidden_size=8, dropout=0.0)
     src, src_lengths = random_batch([5, 2, 7, 3], vocab_size=9)
-    assert_search_consistent(
-        model.eval(), src, src_lengths, beam_size=3, max_len_a=1.0, max_len_b=3, rel=1e-4
-    )
+    for constraints in [{}, {"min_len": 3, "no_repeat_ngram": 2}]:
+        assert_search_consistent(
+            model.eval(), src, src_lengths, max_len_a=1.0, max_len_b=3, rel=1e-4, **constraints
+        )

@@ -1,0 +1,163 @@
+"""The beams of a batch and the steps of beam search (`seq2seq.search.beam_search`).
+
+Shapes: B' sentences still being searched, K beam, N n-best or hypotheses, V target
+vocabulary, S source length, t tokens generated so far.
+"""
+
+import math
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Beams:
+    """The live beams of the sentences still being searched."""
+
+    rows: Tensor  # (B',) sentence of each row
+    max_lens: Tensor  # (B',)
+    min_lens: Tensor  # (B',) tokens before which EOS is banned
+    scores: Tensor  # (B', K) sums of log-probs; -inf for a dead beam
+    tokens: Tensor  # (B'*K, t) tokens so far
+    attention: Tensor | None  # (B'*K, t, S) weights of each token; None if the model gives none
+    top_finished: Tensor  # (B', N) best normalized scores finished so far, best first, or -inf
+
+    @classmethod
+    def start(cls, max_lens: Tensor, min_lens: Tensor, beam_size: int, nbest: int) -> "Beams":
+        """Only beam 0 of each sentence is live, so that the K beams do not repeat each other."""
+        batch, device = max_lens.size(0), max_lens.device
+        scores = torch.full((batch, beam_size), -math.inf, device=device)  # (B, K)
+        scores[:, 0] = 0.0
+        tokens = max_lens.new_empty((batch * beam_size, 0))  # (B*K, 0)
+        top_finished = torch.full((batch, nbest), -math.inf, device=device)  # (B, N)
+        rows = torch.arange(batch, device=device)
+        return cls(rows, max_lens, min_lens, scores, tokens, None, top_finished)
+
+    def select(self, keep: Tensor, flat_keep: Tensor) -> "Beams":
+        """Keep the sentences `keep` (B'',), whose beam rows are `flat_keep` (B''*K,)."""
+        return Beams(
+            self.rows[keep],
+            self.max_lens[keep],
+            self.min_lens[keep],
+            self.scores[keep],
+            self.tokens[flat_keep],
+            None if self.attention is None else self.attention[flat_keep],
+            self.top_finished[keep],
+        )
+
+    def too_short(self) -> Tensor:
+        """(B'*K,) whether each beam row must not end yet."""
+        return (self.tokens.size(1) < self.min_lens).repeat_interleave(self.scores.size(1))
+
+    def note_finished(self, scores: Tensor) -> None:
+        """Merge (B', C) normalized scores just finished (-inf: none) into `top_finished`."""
+        merged = torch.cat([self.top_finished, scores], dim=1)  # (B', N+C)
+        self.top_finished = merged.topk(self.top_finished.size(1), dim=1).values
+
+    def can_improve(self, penalties: Tensor) -> Tensor:
+        """(B',) whether some live beam could still beat the nbest-th finished hypothesis.
+
+        `penalties` (T+1,) holds lp(L) at index L. A live beam's log-prob s <= 0 can only
+        fall as it grows, to s' <= s at a final length L <= max_len; lp is positive and
+        nondecreasing in L, so its final score s' / lp(L) <= s / lp(L) <= s / lp(max_len).
+        Dead beams (-inf) never improve.
+        """
+        best_live = self.scores.max(dim=1).values  # (B',)
+        return best_live / penalties[self.max_lens] > self.top_finished[:, -1]
+
+
+class Candidates(NamedTuple):
+    """Extensions of the beams of each sentence, best first."""
+
+    scores: Tensor  # (B', K) sums of log-probs
+    beams: Tensor  # (B', K) beam extended
+    tokens: Tensor  # (B', K) token appended
+
+
+class Finished(NamedTuple):
+    """Complete hypotheses, all of one length, of any sentences."""
+
+    rows: Tensor  # (N,) sentence of each
+    tokens: Tensor  # (N, t) without EOS
+    log_probs: Tensor  # (N,) sums of log-probs
+    scores: Tensor  # (N,) normalized
+    attention: Tensor | None  # (N, t + ended, S)
+
+
+def top_candidates(scores: Tensor, log_probs: Tensor) -> Candidates:
+    """(B', K) beam scores and (B'*K, V) log-probs -> the K best extensions of each sentence."""
+    batch, beam_size = scores.shape
+    vocab = log_probs.size(1)
+    total = scores.unsqueeze(2) + log_probs.view(batch, beam_size, vocab)  # (B', K, V)
+    top, index = total.view(batch, -1).topk(beam_size, dim=1)  # (B', K)
+    return Candidates(top, index // vocab, index % vocab)
+
+
+def without_eos(candidates: Candidates, eos_id: int) -> Candidates:
+    """The candidates with those ending in EOS (finished now) made dead: score -inf."""
+    scores = candidates.scores.masked_fill(candidates.tokens == eos_id, -math.inf)
+    return candidates._replace(scores=scores)
+
+
+def flat_rows(sentences: Tensor, beams: Tensor, beam_size: int) -> Tensor:
+    """(N,) sentence rows and (N, K) or (K,) beams -> (N*K,) rows of (B'*K, ...) tensors."""
+    return (sentences.unsqueeze(1) * beam_size + beams).view(-1)
+
+
+def _attention_so_far(past: Tensor | None, weights: Tensor | None, flat: Tensor) -> Tensor | None:
+    """Rows `flat` (N,) of the (B'*K, t, S) attention so far, with this step's (B'*K, S)
+    weights appended -> (N, t+1, S); None when the model gives no attention."""
+    if weights is None:
+        return None
+    now = weights[flat].unsqueeze(1)  # (N, 1, S)
+    return now if past is None else torch.cat([past[flat], now], dim=1)
+
+
+def collect_eos(
+    beams: Beams,
+    candidates: Candidates,
+    weights: Tensor | None,
+    eos_id: int,
+    penalties: Tensor,
+) -> tuple[Finished, Tensor]:
+    """The candidates that end in EOS, finished, and (B', K) their normalized scores, else -inf."""
+    beam_size = beams.scores.size(1)
+    scores = candidates.scores  # (B', K)
+    ended = (candidates.tokens == eos_id) & scores.isfinite()  # (B', K)
+    normalized = (scores / penalties[beams.tokens.size(1) + 1]).masked_fill(~ended, -math.inf)
+    sentence, rank = ended.nonzero(as_tuple=True)  # (N,)
+    flat = sentence * beam_size + candidates.beams[sentence, rank]  # (N,) rows of beams.tokens
+    finished = Finished(
+        beams.rows[sentence],
+        beams.tokens[flat],
+        scores[sentence, rank],
+        normalized[sentence, rank],
+        _attention_so_far(beams.attention, weights, flat),
+    )
+    return finished, normalized
+
+
+def extend(beams: Beams, live: Candidates, weights: Tensor | None) -> tuple[Beams, Tensor]:
+    """Continue with the live candidates; -> new beams and (B'*K,) old row of each new row."""
+    batch, beam_size = beams.scores.shape
+    sentences = torch.arange(batch, device=live.beams.device)  # (B',)
+    reorder = flat_rows(sentences, live.beams, beam_size)  # (B'*K,)
+    tokens = torch.cat([beams.tokens[reorder], live.tokens.view(-1, 1)], dim=1)  # (B'*K, t+1)
+    attention = _attention_so_far(beams.attention, weights, reorder)  # (B'*K, t+1, S)
+    return replace(beams, scores=live.scores, tokens=tokens, attention=attention), reorder
+
+
+def collect_at_max_length(beams: Beams, penalties: Tensor) -> tuple[Finished, Tensor]:
+    """The live beams of sentences at their max length, finished unended, and (B',) those
+    sentences."""
+    length = beams.tokens.size(1)
+    at_max = length >= beams.max_lens  # (B',)
+    take = at_max.unsqueeze(1) & beams.scores.isfinite()  # (B', K)
+    sentence = take.nonzero(as_tuple=True)[0]  # (N,)
+    flat = take.view(-1).nonzero().squeeze(1)  # (N,)
+    scores = beams.scores[take]  # (N,)
+    attention = None if beams.attention is None else beams.attention[flat]  # (N, t, S)
+    normalized = scores / penalties[length]
+    return Finished(beams.rows[sentence], beams.tokens[flat], scores, normalized, attention), at_max

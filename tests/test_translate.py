@@ -1,0 +1,170 @@
+"""translate.py on files users really have: every line kept, n-best, plots, interruptions."""
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from seq2seq.translate import main as translate_main
+
+TRANSLATE = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "translate.py")]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained: Path) -> str:
+    return str(trained / "checkpoints" / "best.ckpt")
+
+
+@pytest.fixture
+def mixed_input(tiny_corpus: Path, tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """Real sentences with an empty, a blank, a 3000-word and an invalid UTF-8 line among them."""
+    real = (tiny_corpus / "train.de").read_bytes().splitlines()[:40]
+    lines = [
+        *real[:10],
+        b"",
+        *real[10:20],
+        b"   ",
+        b" ".join([b"dreizehn"] * 3000),
+        *real[20:30],
+        b"zw\xe4lf und drei\xff",
+        *real[30:],
+    ]
+    path = tmp_path / "mixed.de"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path, lines
+
+
+def test_one_output_line_per_input_line(
+    checkpoint: str,
+    mixed_input: tuple[Path, list[bytes]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, lines = mixed_input
+    out = tmp_path / "out.en"
+    with caplog.at_level(logging.WARNING):
+        translate_main(
+            [
+                "--checkpoint",
+                checkpoint,
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--beam-size",
+                "3",
+            ]
+        )
+    outputs = out.read_text(encoding="utf-8").split("\n")
+    assert outputs[-1] == "" and len(outputs) - 1 == len(lines)
+    for line, output in zip(lines, outputs, strict=False):
+        assert (output == "") == (line.strip() == b""), (line[:40], output)
+    long_line = lines.index(b" ".join([b"dreizehn"] * 3000)) + 1
+    bad_line = lines.index(b"zw\xe4lf und drei\xff") + 1
+    assert f"line(s) {long_line}" in caplog.text and "truncated" in caplog.text
+    assert f"invalid UTF-8 on line(s) {bad_line}" in caplog.text
+
+
+def test_stdin_to_stdout(checkpoint: str) -> None:
+    result = subprocess.run(
+        [
+            *TRANSLATE,
+            "--checkpoint",
+            checkpoint,
+            "--greedy",
+        ],
+        input="einundzwanzig\n\ndreihundert\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = result.stdout.split("\n")
+    assert len(outputs) == 4 and outputs[1] == "" and outputs[0] and outputs[2]
+
+
+def test_nbest_text_and_jsonl(checkpoint: str, tiny_corpus: Path, tmp_path: Path) -> None:
+    source = tmp_path / "src.de"
+    source.write_text("\n".join((tiny_corpus / "test.de").read_text().splitlines()[:8]) + "\n\n")
+    common = [
+        "--checkpoint",
+        checkpoint,
+        "--input",
+        str(source),
+        "--beam-size",
+        "4",
+        "--nbest",
+        "3",
+    ]
+    translate_main([*common, "--output", str(tmp_path / "nbest.txt")])
+    rows = (tmp_path / "nbest.txt").read_text().splitlines()
+    assert len(rows) == 9 * 3
+    for start in range(0, 24, 3):
+        scores = [float(row.split("\t")[0]) for row in rows[start : start + 3]]
+        texts = [row.split("\t", 1)[1] for row in rows[start : start + 3]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(texts)
+    translate_main([*common, "--output", str(tmp_path / "nbest.jsonl"), "--format", "jsonl"])
+    objects = [json.loads(row) for row in (tmp_path / "nbest.jsonl").read_text().splitlines()]
+    assert [(o["line"], o["rank"]) for o in objects] == [
+        (n, r) for n in range(1, 10) for r in (1, 2, 3)
+    ]
+    assert [o["text"] for o in objects] == [row.split("\t", 1)[1] for row in rows]
+
+
+def test_attention_plots(checkpoint: str, tiny_corpus: Path, tmp_path: Path) -> None:
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    translate_main(
+        [
+            "--checkpoint",
+            checkpoint,
+            "--input",
+            str(tiny_corpus / "test.de"),
+            "--output",
+            str(tmp_path / "out"),
+            "--attention-plot",
+            str(plots),
+            "--attention-plot-count",
+            "3",
+        ]
+    )
+    assert sorted(p.name for p in plots.iterdir()) == ["00001.png", "00002.png", "00003.png"]
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_leaves_no_output(
+    checkpoint: str, tiny_corpus: Path, tmp_path: Path, signum: int, status: int
+) -> None:
+    source, out = tmp_path / "big.de", tmp_path / "out.en"
+    source.write_text((tiny_corpus / "train.de").read_text() * 100)
+    process = subprocess.Popen(
+        [
+            *TRANSLATE,
+            "--checkpoint",
+            checkpoint,
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--progress",
+            "--batch-tokens",
+            "64",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen, deadline = "", time.monotonic() + 120
+    while "sent/s" not in seen and time.monotonic() < deadline:  # the progress bar has started
+        seen += process.stderr.read(1)
+    process.send_signal(signum)
+    stderr = seen + process.communicate(timeout=60)[1]
+    assert process.returncode == status, stderr[-500:]
+    assert stderr.strip().splitlines()[-1].endswith("no output written")
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == [source]
