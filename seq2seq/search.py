@@ -137,23 +137,25 @@ def _ban_repeated_ngrams(log_probs: Tensor, tokens: Tensor, n: int) -> Tensor:
 def _constrain(
     log_probs: Tensor,
     tokens: Tensor,
-    too_short: Tensor,
+    too_short: Tensor | None,
     model: Searchable[M, St],
     no_repeat_ngram: int,
 ) -> Tensor:
-    """(N, V) log-probs with the tokens not allowed next made -inf.
+    """(N, V) log-probs with the tokens not allowed next made -inf (in place).
 
     Never padding or BOS; no token that repeats an n-gram of `tokens` (N, t); no EOS
-    in the rows `too_short` (N,), unless nothing else is left there (so that a row is
-    never stuck: its output ends short rather than with padding).
+    in the rows `too_short` (N,) (None: no minimum length), unless nothing else is left
+    there (so that a row is never stuck: its output ends short rather than with padding).
     """
     specials = torch.tensor([model.pad_id, model.bos_id], device=log_probs.device)
     log_probs = _ban_repeated_ngrams(
-        log_probs.index_fill(1, specials, -math.inf), tokens, no_repeat_ngram
+        log_probs.index_fill_(1, specials, -math.inf), tokens, no_repeat_ngram
     )
+    if too_short is None:
+        return log_probs
     is_eos = torch.arange(log_probs.size(1), device=log_probs.device) == model.eos_id  # (V,)
     ban_eos = too_short & log_probs.masked_fill(is_eos, -math.inf).isfinite().any(dim=1)  # (N,)
-    return log_probs.masked_fill(ban_eos.unsqueeze(1) & is_eos, -math.inf)
+    return log_probs.masked_fill_(ban_eos.unsqueeze(1) & is_eos, -math.inf)
 
 
 def _own_attention(hypothesis: Hypothesis, src_length: int) -> Hypothesis:
@@ -194,7 +196,7 @@ def greedy_search(
     prev = src.new_full((batch,), model.bos_id)  # (B',)
     for step in range(longest):
         log_probs, state, weights = model.decode_step(memory, state, prev)  # (B', V), (B', S)
-        too_short = step < min_lens[rows]  # (B',)
+        too_short = step < min_lens[rows] if min_len > 0 else None  # (B',)
         log_probs = _constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
         best, prev = log_probs.max(dim=1)  # (B',)
         tokens[rows, step] = prev
@@ -282,7 +284,8 @@ def beam_search(
     finished: list[Finished] = []
     for _ in range(longest):
         log_probs, state, weights = model.decode_step(memory, state, prev)  # (B'*K, V), (B'*K, S)
-        log_probs = _constrain(log_probs, beams.tokens, beams.too_short(), model, no_repeat_ngram)
+        too_short = beams.too_short() if min_len > 0 else None
+        log_probs = _constrain(log_probs, beams.tokens, too_short, model, no_repeat_ngram)
         candidates = top_candidates(beams.scores, log_probs)
         ended, ended_scores = collect_eos(beams, candidates, weights, model.eos_id, penalties)
         beams.note_finished(ended_scores)
