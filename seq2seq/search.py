@@ -8,8 +8,9 @@ sentence (and beam), and a sentence leaves the batch as soon as it is done. A
 hypothesis never contains padding, BOS or EOS. Its `log_prob` is the sum of the
 model's log-probabilities of its tokens, EOS included when it ended in EOS; its
 `score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`). Its
-`attention` holds the decoder's weights over the sentence's true source for each
-output token, EOS included (None for a model without attention).
+With `return_attention=True`, `attention` holds the decoder's weights over the
+sentence's true source for each output token, EOS included (None for a model
+without attention, and by default: keeping it costs time and memory).
 """
 
 import math
@@ -175,6 +176,7 @@ def greedy_search(
     max_len_b: int = 10,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
+    return_attention: bool = False,
     length_penalty: LengthPenalty = "average",
     alpha: float = 1.0,
 ) -> list[Hypothesis]:
@@ -196,6 +198,7 @@ def greedy_search(
     prev = src.new_full((batch,), model.bos_id)  # (B',)
     for step in range(longest):
         log_probs, state, weights = model.decode_step(memory, state, prev)  # (B', V), (B', S)
+        weights = weights if return_attention else None
         too_short = step < min_lens[rows] if min_len > 0 else None  # (B',)
         log_probs = _constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
         best, prev = log_probs.max(dim=1)  # (B',)
@@ -255,6 +258,7 @@ def beam_search(
     max_len_b: int = 10,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
+    return_attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """Keep the `beam_size` best prefixes of each sentence: (B, S), (B,) -> B n-best lists.
 
@@ -284,6 +288,7 @@ def beam_search(
     finished: list[Finished] = []
     for _ in range(longest):
         log_probs, state, weights = model.decode_step(memory, state, prev)  # (B'*K, V), (B'*K, S)
+        weights = weights if return_attention else None
         too_short = beams.too_short() if min_len > 0 else None
         log_probs = _constrain(log_probs, beams.tokens, too_short, model, no_repeat_ngram)
         candidates = top_candidates(beams.scores, log_probs)

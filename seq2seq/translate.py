@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--nbest must be between 1 and the beam size, got {args.nbest}")
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
         sources = read_text_lines(args.input)
-        results = translator.translate_nbest(sources, nbest=args.nbest, **decoding_options(args))
+        options = decoding_options(args) | {"attention": bool(args.attention_plot)}
+        results = translator.translate_nbest(sources, nbest=args.nbest, **options)
         if args.attention_plot:
             write_attention_plots(
                 translator, sources, results, args.attention_plot, args.attention_plot_count

@@ -91,12 +91,14 @@ class Translator:
         min_len: int = 0,
         no_repeat_ngram: int = 0,
         batch_tokens: int = 4096,
+        attention: bool = False,
         progress: bool = False,
     ) -> list[list[Translation]]:
         """The `nbest` best translations of each sentence, best first, in input order.
 
         Sentences are batched by source tokens in length order. An empty or blank
-        sentence is not decoded: it gets `nbest` empty translations.
+        sentence is not decoded: it gets `nbest` empty translations. `attention=True`
+        keeps each output token's attention weights (models with attention only).
         """
         if beam_size < 1 or not 1 <= nbest <= beam_size:
             raise UserError(f"need 1 <= nbest <= beam size, got nbest {nbest}, beam {beam_size}")
@@ -107,6 +109,7 @@ class Translator:
             "max_len_b": max_len_b,
             "min_len": min_len,
             "no_repeat_ngram": no_repeat_ngram,
+            "return_attention": attention,
         }
         source_ids = self._encode_sources(sentences)
         todo = [i for i, ids in enumerate(source_ids) if ids]

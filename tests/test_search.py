@@ -191,6 +191,7 @@ def assert_search_consistent(
     lists are sorted and distinct, and each sentence gives the same result alone as in the
     (padded) batch."""
     options: dict[str, Any] = dict(max_len_a=max_len_a, max_len_b=max_len_b, **constraints)
+    options["return_attention"] = True
     beam_options = dict(beam_size=beam_size, nbest=nbest, **options)
     greedy = greedy_search(model, src, src_lengths, **options)
     beam1 = [hyps[0] for hyps in beam_search(model, src, src_lengths, beam_size=1, **options)]
@@ -526,3 +527,16 @@ def test_search_consistent_on_the_real_model(cell: str, attention: str) -> None:
         assert_search_consistent(
             model.eval(), src, src_lengths, max_len_a=1.0, max_len_b=3, rel=1e-4, **constraints
         )
+
+
+def test_attention_only_on_request() -> None:
+    from seq2seq.model import Seq2Seq
+
+    model = Seq2Seq(9, 11, embed_dim=8, hidden_size=8, dropout=0.0).eval()
+    src, src_lengths = random_batch([5, 2], vocab_size=9)
+    plain = beam_search(model, src, src_lengths, beam_size=3)
+    with_attention = beam_search(model, src, src_lengths, beam_size=3, return_attention=True)
+    assert all(h.attention is None for h in greedy_search(model, src, src_lengths))
+    assert all(hyps[0].attention is None for hyps in plain)
+    assert all(hyps[0].attention is not None for hyps in with_attention)
+    assert [h[0].tokens for h in plain] == [h[0].tokens for h in with_attention]
