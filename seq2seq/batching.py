@@ -44,6 +44,13 @@ class TokenBatchSampler(Sampler[list[int]]):
     sorts each pool of `pool_size` examples by length, cuts it into batches and
     shuffles the order of all batches. shuffle=False: sorts all examples by
     length and cuts them in order, the same every time.
+
+    Distributed (`num_replicas` > 1): every rank computes the same batch list and
+    takes every `num_replicas`-th batch from `rank`, so each example goes to one
+    rank. When shuffling (training), the list is first padded by repeating its first
+    batches so that every rank gets the same number of batches (DDP's gradient
+    all-reduce needs that); evaluation shards are not padded, so no example is
+    scored twice, and may differ by one batch.
     """
 
     def __init__(
@@ -54,8 +61,12 @@ class TokenBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         pool_size: int = 16384,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         """`lengths[i]` is the padded length of example i (see `example_cost`)."""
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.lengths = np.asarray(lengths, dtype=np.int64)
         longest = int(self.lengths.max(initial=0))
         if longest > max_tokens:
@@ -64,6 +75,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.pool_size = pool_size
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._batches: list[np.ndarray] | None = None  # the current epoch's, once computed
 
@@ -88,7 +100,8 @@ class TokenBatchSampler(Sampler[list[int]]):
     def _epoch_batches(self) -> list[np.ndarray]:
         """The current epoch's batches, computed once."""
         if self._batches is None:
-            self._batches = self._shuffled() if self.shuffle else self._sorted()
+            batches = self._shuffled() if self.shuffle else self._sorted()
+            self._batches = shard(batches, self.num_replicas, self.rank, pad=self.shuffle)
         return self._batches
 
     def _sorted(self) -> list[np.ndarray]:
@@ -104,6 +117,20 @@ class TokenBatchSampler(Sampler[list[int]]):
             order = pool[np.argsort(self.lengths[pool], kind="stable")]
             batches += _greedy_batches(order, self.lengths[order], self.max_tokens)
         return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def shard(
+    batches: list[np.ndarray], num_replicas: int, rank: int, *, pad: bool
+) -> list[np.ndarray]:
+    """Rank `rank`'s share of `batches`: every `num_replicas`-th from `rank`.
+
+    With `pad`, the first batches are repeated (cyclically) until the count divides
+    evenly, so that all ranks get the same number.
+    """
+    if pad and batches:
+        short = -len(batches) % num_replicas
+        batches = batches + [batches[i % len(batches)] for i in range(short)]
+    return batches[rank::num_replicas]
 
 
 def _pad(rows: list[list[int]], pad_id: int, min_width: int = 0) -> torch.Tensor:

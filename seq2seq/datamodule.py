@@ -21,6 +21,7 @@ from typing import Literal
 import datasets
 import numpy as np
 import pyarrow.compute as pc
+import torch.distributed
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -301,6 +302,19 @@ class TranslationDataModule(LightningDataModule):
             data.save_to_disk(str(out))
         log.info("saved %s dataset (%d pairs) to %s", split, len(data), path)
 
+    def _replicas(self) -> tuple[int, int]:
+        """(world size, rank) from the trainer, else torch.distributed, else (1, 0).
+
+        Each rank reads its own shard of batches (see `TokenBatchSampler`), so the
+        trainer must not add a DistributedSampler: `use_distributed_sampler=False`
+        (scripts/train.py sets it).
+        """
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         data = self._dataset(split)
         costs = dataset_costs(data)
@@ -308,7 +322,10 @@ class TranslationDataModule(LightningDataModule):
         if not shuffle and costs.max() > max_tokens:  # unfiltered: never drop evaluation pairs
             max_tokens = int(costs.max())
             log.warning("%s has a pair of %d tokens: batches of up to that size", split, max_tokens)
-        sampler = TokenBatchSampler(costs, max_tokens, shuffle=shuffle, seed=self.seed)
+        num_replicas, rank = self._replicas()
+        sampler = TokenBatchSampler(
+            costs, max_tokens, shuffle=shuffle, seed=self.seed, num_replicas=num_replicas, rank=rank
+        )
         return DataLoader(
             data,
             batch_sampler=sampler,

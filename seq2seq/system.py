@@ -4,6 +4,7 @@ import math
 from functools import partial
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -11,12 +12,13 @@ from torch import Tensor
 
 from seq2seq.decoder import AttentionType
 from seq2seq.encoder import Cell
-from seq2seq.metrics import corpus_scores
+from seq2seq.metrics import score_from_statistics, statistics_width, sufficient_statistics
 from seq2seq.model import build_model
 from seq2seq.search import beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
 
 Batch = dict[str, Tensor | list[str]]
+EVAL_METRICS = ("bleu", "chrf")  # computed on validation and test sets
 
 
 class TranslationModule(LightningModule):
@@ -83,9 +85,7 @@ class TranslationModule(LightningModule):
         self.save_hyperparameters()
         self.model = build_model(self.hparams)
         self.tokenizer: Tokenizer | None = None
-        self._eval_sums: dict[str, float] = {}
-        self._hypotheses: list[str] = []
-        self._references: list[str] = []
+        self._eval_totals: Tensor | None = None  # see `_evaluation_totals`
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         return self.model(src, src_lengths, tgt_in)
@@ -118,10 +118,10 @@ class TranslationModule(LightningModule):
         self._reset_evaluation()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val", metrics=("bleu",))
+        self._log_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_evaluation("test", metrics=("bleu", "chrf"))
+        self._log_evaluation("test")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.global_step % self.trainer.log_every_n_steps == 0:
@@ -178,10 +178,9 @@ class TranslationModule(LightningModule):
         return smoothed, nll, (flat_targets != pad).sum()
 
     def _evaluate_batch(self, batch: Batch, *, beam_size: int) -> None:
+        """Add this batch's NLL, token count and BLEU/chrF statistics to the epoch's totals."""
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
         _, nll, tokens = self._token_losses(logits, batch["tgt_out"])
-        self._eval_sums["nll"] += nll.item()
-        self._eval_sums["tokens"] += tokens.item()
         hp = self.hparams
         limits = {"max_len_a": hp.max_len_a, "max_len_b": hp.max_len_b}
         if beam_size == 1:
@@ -191,21 +190,34 @@ class TranslationModule(LightningModule):
                 self.model, batch["src"], batch["src_lengths"], beam_size=beam_size, **limits
             )
             hypotheses = [hyps[0] for hyps in nbest_lists]
-        self._hypotheses += self.tokenizer.decode_tgt([h.tokens for h in hypotheses])
-        self._references += batch["tgt_text"]
+        texts = self.tokenizer.decode_tgt([h.tokens for h in hypotheses])
+        statistics = [sufficient_statistics(m, texts, batch["tgt_text"]) for m in EVAL_METRICS]
+        batch_totals = np.concatenate([[nll.item(), tokens.item()], *statistics])
+        totals = torch.as_tensor(batch_totals, dtype=torch.float64, device=self.device)
+        self._eval_totals = totals if self._eval_totals is None else self._eval_totals + totals
 
     def _reset_evaluation(self) -> None:
-        self._eval_sums = {"nll": 0.0, "tokens": 0.0}
-        self._hypotheses, self._references = [], []
+        self._eval_totals = None
 
-    def _log_evaluation(self, stage: str, *, metrics: tuple[str, ...]) -> None:
-        loss = self._eval_sums["nll"] / max(self._eval_sums["tokens"], 1.0)
-        self.log(f"{stage}_loss", loss, sync_dist=True)
-        self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)), sync_dist=True)
-        for score in corpus_scores(self._hypotheses, [self._references], metrics=metrics):
-            self.log(
-                f"{stage}_{score.name.rstrip('0123456789').lower()}", score.score, prog_bar=True
-            )
+    def _log_evaluation(self, stage: str) -> None:
+        """Sum the totals over all processes, then score the whole set once.
+
+        BLEU is not a mean over batches or ranks: summing sacrebleu's integer
+        statistics (exact in float64) and scoring once gives the single-process score.
+        """
+        if self._eval_totals is None:  # this rank had no batch: contribute zeros
+            width = 2 + sum(statistics_width(metric) for metric in EVAL_METRICS)
+            self._eval_totals = torch.zeros(width, dtype=torch.float64, device=self.device)
+        totals = self.trainer.strategy.reduce(self._eval_totals, reduce_op="sum").cpu().numpy()
+        loss = totals[0] / max(totals[1], 1.0)
+        self.log(f"{stage}_loss", loss)
+        self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)))
+        offset = 2
+        for metric in EVAL_METRICS:
+            width = statistics_width(metric)
+            score = score_from_statistics(metric, totals[offset : offset + width])
+            self.log(f"{stage}_{metric}", score, prog_bar=True)
+            offset += width
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int) -> float:

@@ -74,7 +74,11 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
         args=args,
         run=False,
         seed_everything_default=1234,
-        trainer_defaults={"default_root_dir": "runs", "gradient_clip_val": 1.0},
+        trainer_defaults={
+            "default_root_dir": "runs",
+            "gradient_clip_val": 1.0,
+            "use_distributed_sampler": False,  # the data module shards its token batches
+        },
         parser_kwargs={"description": "Train a recurrent encoder-decoder translation model."},
     )
     if cli.datamodule.hparams.val is None and cli.datamodule.hparams.dataset is None:

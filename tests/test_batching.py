@@ -2,6 +2,7 @@
 
 import itertools
 import pickle
+from collections import Counter
 from functools import partial
 
 import numpy as np
@@ -117,3 +118,44 @@ def test_collate_without_text_and_with_empty_sides() -> None:
 def test_collate_partial_pickles() -> None:
     collate_fn = pickle.loads(pickle.dumps(partial(collate, pad_id=0, bos_id=2, eos_id=3)))
     assert collate_fn(EXAMPLES)["tgt_in"][0, 0] == 2
+
+
+@pytest.mark.parametrize("num_replicas", [2, 3])
+def test_shards_cover_every_example_once_with_equal_batch_counts(num_replicas: int) -> None:
+    lengths = np.random.default_rng(5).integers(1, 40, size=1001)
+    samplers = [
+        TokenBatchSampler(lengths, 120, seed=3, pool_size=200, num_replicas=num_replicas, rank=r)
+        for r in range(num_replicas)
+    ]
+    whole = TokenBatchSampler(lengths, 120, seed=3, pool_size=200)
+    for epoch in (0, 1):
+        for sampler in [*samplers, whole]:
+            sampler.set_epoch(epoch)
+        shards = [list(sampler) for sampler in samplers]
+        assert len({len(shard) for shard in shards}) == 1
+        all_batches = list(whole)
+        padded = -len(all_batches) % num_replicas
+        seen = Counter(i for shard in shards for batch in shard for i in batch)
+        repeated = Counter(i for batch in all_batches[:padded] for i in batch)
+        assert seen == Counter(range(len(lengths))) + repeated
+        assert all(len(b) * lengths[b].max() <= 120 for shard in shards for b in shard)
+    epoch_one = list(samplers[0])
+    samplers[0].set_epoch(0)
+    assert list(samplers[0]) != epoch_one
+    again = TokenBatchSampler(lengths, 120, seed=3, pool_size=200, num_replicas=num_replicas)
+    assert list(again) == list(samplers[0])  # a new run, same seed and epoch: same batches
+
+
+def test_evaluation_shards_are_disjoint_and_not_padded() -> None:
+    lengths = np.arange(1, 52)
+    shards = [
+        list(TokenBatchSampler(lengths, 60, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
+    indices = [i for shard in shards for batch in shard for i in batch]
+    assert sorted(indices) == list(range(len(lengths)))
+    assert abs(len(shards[0]) - len(shards[1])) <= 1
+
+
+def test_rank_must_be_below_world_size() -> None:
+    with pytest.raises(ValueError, match="rank"):
+        TokenBatchSampler([3, 4], 10, num_replicas=2, rank=2)
