@@ -95,8 +95,9 @@ class TranslationModule(LightningModule):
             self.tokenizer = self.trainer.datamodule.tokenizer
 
     def on_fit_start(self) -> None:
+        run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
         if self.trainer.is_global_zero:
-            self.tokenizer.save(self.trainer.log_dir or self.trainer.default_root_dir)
+            self.tokenizer.save(run_dir)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
@@ -210,13 +211,13 @@ class TranslationModule(LightningModule):
             self._eval_totals = torch.zeros(width, dtype=torch.float64, device=self.device)
         totals = self.trainer.strategy.reduce(self._eval_totals, reduce_op="sum").cpu().numpy()
         loss = totals[0] / max(totals[1], 1.0)
-        self.log(f"{stage}_loss", loss)
-        self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)))
+        self.log(f"{stage}_loss", loss, sync_dist=True)  # equal on all ranks already
+        self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)), sync_dist=True)
         offset = 2
         for metric in EVAL_METRICS:
             width = statistics_width(metric)
             score = score_from_statistics(metric, totals[offset : offset + width])
-            self.log(f"{stage}_{metric}", score, prog_bar=True)
+            self.log(f"{stage}_{metric}", score, prog_bar=True, sync_dist=True)
             offset += width
 
 
