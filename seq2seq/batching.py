@@ -6,12 +6,12 @@ costs `max(len(src_ids), len(tgt_ids) + 1)` padded positions per row, which is
 the length the sampler must be given (see `example_cost`).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 def example_cost(src_len: np.ndarray, tgt_len: np.ndarray) -> np.ndarray:
@@ -40,10 +40,11 @@ def _greedy_batches(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> 
 class TokenBatchSampler(Sampler[list[int]]):
     """Yields lists of example indices whose padded size stays within `max_tokens`.
 
-    shuffle=True: each epoch permutes the examples (seeded by `(seed, epoch)`),
-    sorts each pool of `pool_size` examples by length, cuts it into batches and
-    shuffles the order of all batches. shuffle=False: sorts all examples by
-    length and cuts them in order, the same every time.
+    shuffle=True: each epoch sorts all examples by length, ties in a random order
+    seeded by `(seed, epoch)`, cuts them into batches and shuffles the order of
+    the batches. The batches' lengths, hence their number, are the same every
+    epoch (Lightning counts them once); which examples share a batch varies.
+    shuffle=False: sorts by length, ties by index, the same every time.
 
     Distributed (`num_replicas` > 1): every rank computes the same batch list and
     takes every `num_replicas`-th batch from `rank`, so each example goes to one
@@ -51,6 +52,9 @@ class TokenBatchSampler(Sampler[list[int]]):
     batches so that every rank gets the same number of batches (DDP's gradient
     all-reduce needs that); evaluation shards are not padded, so no example is
     scored twice, and may differ by one batch.
+
+    Resuming mid-epoch: `resume(epoch, batches_done)` makes the next pass over
+    that epoch skip the batches already trained on.
     """
 
     def __init__(
@@ -60,7 +64,6 @@ class TokenBatchSampler(Sampler[list[int]]):
         *,
         shuffle: bool = True,
         seed: int = 0,
-        pool_size: int = 16384,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
@@ -74,10 +77,10 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
-        self.pool_size = pool_size
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._batches: list[np.ndarray] | None = None  # the current epoch's, once computed
+        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip, see `resume`
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order `__iter__` yields."""
@@ -85,13 +88,22 @@ class TokenBatchSampler(Sampler[list[int]]):
             self.epoch = epoch
             self._batches = None
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue `epoch` after its first `batches_done` batches (this rank's), on next pass."""
+        self.set_epoch(epoch)
+        self._skip = (epoch, batches_done)
+
     @property
     def sampler(self) -> "TokenBatchSampler":
         """Itself: Lightning calls `set_epoch` on `batch_sampler.sampler`, not `batch_sampler`."""
         return self
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._epoch_batches():
+        skip = 0
+        if self._skip is not None and self._skip[0] == self.epoch:
+            skip = self._skip[1]
+        self._skip = None
+        for batch in self._epoch_batches()[skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -111,12 +123,31 @@ class TokenBatchSampler(Sampler[list[int]]):
     def _shuffled(self) -> list[np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch))
         permutation = rng.permutation(len(self.lengths))
-        batches: list[np.ndarray] = []
-        for start in range(0, len(permutation), self.pool_size):
-            pool = permutation[start : start + self.pool_size]
-            order = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += _greedy_batches(order, self.lengths[order], self.max_tokens)
+        order = permutation[np.argsort(self.lengths[permutation], kind="stable")]
+        batches = _greedy_batches(order, self.lengths[order], self.max_tokens)
         return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a `TokenBatchSampler` whose place in the epoch Lightning checkpoints.
+
+    Lightning saves `state_dict()` in every checkpoint and, resuming mid-epoch,
+    hands it to `load_state_dict`, which makes the sampler skip the batches
+    already trained on. `batches_done` reports how many that is: the loader
+    cannot count them itself, since Lightning fetches batches ahead.
+    """
+
+    def __init__(self, *args: Any, batches_done: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.batch_sampler, TokenBatchSampler):
+            raise TypeError("ResumableLoader needs batch_sampler=TokenBatchSampler(...)")
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.epoch, "batches_done": self.batches_done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(state["epoch"], state["batches_done"])
 
 
 def shard(

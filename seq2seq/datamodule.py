@@ -25,7 +25,7 @@ import torch.distributed
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from seq2seq.batching import TokenBatchSampler, collate, example_cost
+from seq2seq.batching import ResumableLoader, TokenBatchSampler, collate, example_cost
 from seq2seq.corpus import FileCorpus, HFCorpus, tokenize_corpus
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -215,7 +215,14 @@ class TranslationDataModule(LightningDataModule):
                     self._build(split, path)
 
     def setup(self, stage: str) -> None:
-        """Load (building if need be) the configured splits that `stage` uses."""
+        """Load (building if need be) the configured splits that `stage` uses.
+
+        Also tells the trainer not to wrap the loaders in a `DistributedSampler`:
+        the batch sampler shards by rank itself (see `TokenBatchSampler`).
+        """
+        if self.trainer is not None:
+            # No public setter: the same as Trainer(use_distributed_sampler=False).
+            self.trainer._accelerator_connector.use_distributed_sampler = False
         for split in STAGE_SPLITS[stage]:
             if self._configured(split):
                 self._dataset(split)
@@ -303,17 +310,16 @@ class TranslationDataModule(LightningDataModule):
         log.info("saved %s dataset (%d pairs) to %s", split, len(data), path)
 
     def _replicas(self) -> tuple[int, int]:
-        """(world size, rank) from the trainer, else torch.distributed, else (1, 0).
-
-        Each rank reads its own shard of batches (see `TokenBatchSampler`), so the
-        trainer must not add a DistributedSampler: `use_distributed_sampler=False`
-        (scripts/train.py sets it).
-        """
+        """(world size, rank) from the trainer, else torch.distributed, else (1, 0)."""
         if self.trainer is not None:
             return self.trainer.world_size, self.trainer.global_rank
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
+
+    def _batches_trained(self) -> int:
+        """Training batches this rank has stepped through in the current epoch."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         data = self._dataset(split)
@@ -326,10 +332,12 @@ class TranslationDataModule(LightningDataModule):
         sampler = TokenBatchSampler(
             costs, max_tokens, shuffle=shuffle, seed=self.seed, num_replicas=num_replicas, rank=rank
         )
-        return DataLoader(
-            data,
-            batch_sampler=sampler,
-            collate_fn=partial(collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        options = {
+            "batch_sampler": sampler,
+            "collate_fn": partial(collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID),
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if shuffle:
+            return ResumableLoader(data, batches_done=self._batches_trained, **options)
+        return DataLoader(data, **options)

@@ -68,6 +68,13 @@ class Hypothesis(NamedTuple):
     attention: Tensor | None  # (len(tokens) + ended, S_i) on the model's device, or None
 
 
+# Default output length limit a·S + b (S source tokens). The limit bounds what an open
+# hypothesis could still score (see `Beams.can_improve`), so a loose one makes beam
+# search with length normalization run on long after its best output has ended.
+MAX_LEN_A = 1.2
+MAX_LEN_B = 5
+
+
 def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
     """(B,) source lengths -> (B,) most decoding steps, floor(a * length) + b, at least 1.
 
@@ -172,8 +179,8 @@ def greedy_search(
     src: Tensor,
     src_lengths: Tensor,
     *,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
     return_attention: bool = False,
@@ -254,8 +261,8 @@ def beam_search(
     nbest: int = 1,
     length_penalty: LengthPenalty = "average",
     alpha: float = 1.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
     return_attention: bool = False,

@@ -14,7 +14,7 @@ from seq2seq.decoder import AttentionType
 from seq2seq.encoder import Cell
 from seq2seq.metrics import score_from_statistics, statistics_width, sufficient_statistics
 from seq2seq.model import build_model
-from seq2seq.search import beam_search, greedy_search
+from seq2seq.search import MAX_LEN_A, MAX_LEN_B, beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
 
 Batch = dict[str, Tensor | list[str]]
@@ -77,8 +77,8 @@ class TranslationModule(LightningModule):
         warmup_steps: int = 0,
         plateau_factor: float = 0.5,
         plateau_patience: int = 2,
-        max_len_a: float = 1.5,
-        max_len_b: int = 10,
+        max_len_a: float = MAX_LEN_A,
+        max_len_b: int = MAX_LEN_B,
         test_beam_size: int = 5,
     ) -> None:
         super().__init__()
@@ -86,6 +86,7 @@ class TranslationModule(LightningModule):
         self.model = build_model(self.hparams)
         self.tokenizer: Tokenizer | None = None
         self._eval_totals: Tensor | None = None  # see `_evaluation_totals`
+        self._seed = 0  # of each batch's random numbers, see `on_train_batch_start`
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         return self.model(src, src_lengths, tgt_in)
@@ -98,6 +99,13 @@ class TranslationModule(LightningModule):
         run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
         if self.trainer.is_global_zero:
             self.tokenizer.save(run_dir)
+        self._seed = torch.initial_seed()  # seed_everything's, on every rank
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        # Dropout's random numbers depend on (seed, epoch, batch, rank) alone, so that a
+        # run resumed from any checkpoint draws what the uninterrupted run drew.
+        key = [self._seed, self.current_epoch, batch_idx, self.global_rank]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)

@@ -5,6 +5,7 @@ import sys
 from itertools import pairwise
 from pathlib import Path
 
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -27,6 +28,12 @@ class TranslationCLI(LightningCLI):
             type=str | None,
             default=None,
             help="Checkpoint to resume training from (e.g. .../last.ckpt).",
+        )
+        parser.add_argument(
+            "--save_last_every_n_steps",
+            type=PositiveInt,
+            default=1000,
+            help="Also write last.ckpt every N optimizer steps, to resume mid-epoch after a crash.",
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -77,7 +84,6 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
         trainer_defaults={
             "default_root_dir": "runs",
             "gradient_clip_val": 1.0,
-            "use_distributed_sampler": False,  # the data module shards its token batches
         },
         parser_kwargs={"description": "Train a recurrent encoder-decoder translation model."},
     )
@@ -85,6 +91,14 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
         raise UserError(
             "data.val is required: validation BLEU drives checkpoints and early stopping"
         )
+    cli.trainer.callbacks.append(
+        ModelCheckpoint(
+            dirpath=cli.config.checkpoint.dirpath,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=cli.config.save_last_every_n_steps,
+        )
+    )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     if cli.datamodule.hparams.test is not None or cli.datamodule.hparams.dataset is not None:
         best = cli.trainer.checkpoint_callback.best_model_path or None

@@ -11,6 +11,7 @@ from types import FrameType
 
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
+from seq2seq.search import MAX_LEN_A, MAX_LEN_B
 from seq2seq.textfiles import atomic_output, read_text_lines
 from seq2seq.translator import Translation, Translator
 
@@ -33,8 +34,15 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         help="score / len**alpha (average) or / ((5+len)/6)**alpha (gnmt)",
     )
     group.add_argument("--alpha", type=float, default=1.0, help="length penalty exponent")
-    group.add_argument("--max-len-a", type=float, default=1.5, help="max length = a*src_len + b")
-    group.add_argument("--max-len-b", type=int, default=10, help="see --max-len-a")
+    group.add_argument(
+        "--max-len-a",
+        type=float,
+        default=MAX_LEN_A,
+        help=f"output length limit a*src_len + b (default {MAX_LEN_A:g})",
+    )
+    group.add_argument(
+        "--max-len-b", type=int, default=MAX_LEN_B, help=f"see --max-len-a (default {MAX_LEN_B})"
+    )
     group.add_argument("--min-len", type=int, default=0, help="fewest output tokens")
     group.add_argument("--no-repeat-ngram", type=int, default=0, help="block repeated n-grams")
     group.add_argument("--batch-tokens", type=int, default=4096, help="source tokens per batch")

@@ -14,7 +14,14 @@ from tqdm import tqdm
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.search import Hypothesis, LengthPenalty, beam_search, greedy_search
+from seq2seq.search import (
+    MAX_LEN_A,
+    MAX_LEN_B,
+    Hypothesis,
+    LengthPenalty,
+    beam_search,
+    greedy_search,
+)
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -86,8 +93,8 @@ class Translator:
         beam_size: int = 5,
         length_penalty: LengthPenalty = "average",
         alpha: float = 1.0,
-        max_len_a: float = 1.5,
-        max_len_b: int = 10,
+        max_len_a: float = MAX_LEN_A,
+        max_len_b: int = MAX_LEN_B,
         min_len: int = 0,
         no_repeat_ngram: int = 0,
         batch_tokens: int = 4096,

@@ -26,7 +26,7 @@ def epoch_batches(sampler: TokenBatchSampler, epoch: int) -> list[list[int]]:
 
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_each_example_once_and_within_budget(lengths: np.ndarray, shuffle: bool) -> None:
-    sampler = TokenBatchSampler(lengths, MAX_TOKENS, shuffle=shuffle, pool_size=128)
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, shuffle=shuffle)
     for epoch in range(2):
         batches = epoch_batches(sampler, epoch)
         assert len(sampler) == len(batches)
@@ -37,16 +37,36 @@ def test_each_example_once_and_within_budget(lengths: np.ndarray, shuffle: bool)
 
 
 def test_same_seed_and_epoch_give_same_batches(lengths: np.ndarray) -> None:
-    first = TokenBatchSampler(lengths, MAX_TOKENS, seed=3, pool_size=128)
-    second = TokenBatchSampler(lengths.tolist(), MAX_TOKENS, seed=3, pool_size=128)
+    first = TokenBatchSampler(lengths, MAX_TOKENS, seed=3)
+    second = TokenBatchSampler(lengths.tolist(), MAX_TOKENS, seed=3)
     assert epoch_batches(first, 4) == epoch_batches(second, 4)
     assert epoch_batches(first, 4) != epoch_batches(first, 5)
-    other_seed = TokenBatchSampler(lengths, MAX_TOKENS, seed=4, pool_size=128)
+    other_seed = TokenBatchSampler(lengths, MAX_TOKENS, seed=4)
     assert epoch_batches(other_seed, 4) != epoch_batches(first, 4)
 
 
+def test_epochs_have_the_same_batch_count_but_new_batches(lengths: np.ndarray) -> None:
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, seed=3)
+    epochs = [epoch_batches(sampler, epoch) for epoch in range(4)]
+    assert len({len(batches) for batches in epochs}) == 1  # Lightning counts batches once
+    compositions = [{frozenset(batch) for batch in batches} for batches in epochs]
+    assert compositions[0] != compositions[1]  # ties in length are broken anew
+
+
+def test_resume_skips_the_batches_done_in_that_epoch_only(lengths: np.ndarray) -> None:
+    whole = epoch_batches(TokenBatchSampler(lengths, MAX_TOKENS, seed=3), 2)
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS, seed=3)
+    sampler.resume(epoch=2, batches_done=5)
+    assert list(sampler) == whole[5:]
+    assert list(sampler) == whole  # only once
+    sampler.resume(epoch=2, batches_done=len(whole))
+    assert epoch_batches(sampler, 3) == epoch_batches(
+        TokenBatchSampler(lengths, MAX_TOKENS, seed=3), 3
+    )
+
+
 def test_shuffled_batches_group_similar_lengths(lengths: np.ndarray) -> None:
-    sampler = TokenBatchSampler(lengths, MAX_TOKENS, pool_size=1000)
+    sampler = TokenBatchSampler(lengths, MAX_TOKENS)
     padded = sum(len(b) * lengths[b].max() for b in sampler)
     assert padded < 1.1 * lengths.sum()
 
@@ -124,10 +144,10 @@ def test_collate_partial_pickles() -> None:
 def test_shards_cover_every_example_once_with_equal_batch_counts(num_replicas: int) -> None:
     lengths = np.random.default_rng(5).integers(1, 40, size=1001)
     samplers = [
-        TokenBatchSampler(lengths, 120, seed=3, pool_size=200, num_replicas=num_replicas, rank=r)
+        TokenBatchSampler(lengths, 120, seed=3, num_replicas=num_replicas, rank=r)
         for r in range(num_replicas)
     ]
-    whole = TokenBatchSampler(lengths, 120, seed=3, pool_size=200)
+    whole = TokenBatchSampler(lengths, 120, seed=3)
     for epoch in (0, 1):
         for sampler in [*samplers, whole]:
             sampler.set_epoch(epoch)
@@ -142,7 +162,7 @@ def test_shards_cover_every_example_once_with_equal_batch_counts(num_replicas: i
     epoch_one = list(samplers[0])
     samplers[0].set_epoch(0)
     assert list(samplers[0]) != epoch_one
-    again = TokenBatchSampler(lengths, 120, seed=3, pool_size=200, num_replicas=num_replicas)
+    again = TokenBatchSampler(lengths, 120, seed=3, num_replicas=num_replicas)
     assert list(again) == list(samplers[0])  # a new run, same seed and epoch: same batches
 
 

@@ -1,13 +1,19 @@
-"""Two CPU processes (gloo): distributed evaluation equals single-process evaluation."""
+"""Two CPU processes (gloo): sharded batches, distributed evaluation, a DDP training run."""
 
+import json
+import socket
 import subprocess
 import sys
+from itertools import chain
 from pathlib import Path
 
 import pytest
+import torch.distributed
+import torch.multiprocessing
 from lightning.pytorch import Trainer
 
-from seq2seq.datamodule import TranslationDataModule
+from seq2seq.batching import TokenBatchSampler
+from seq2seq.datamodule import TranslationDataModule, dataset_costs
 from seq2seq.system import TranslationModule
 from seq2seq.train import DEMO_CONFIG
 
@@ -18,12 +24,66 @@ def validate(checkpoint: Path, data: TranslationDataModule, **trainer_args) -> d
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
+        enable_model_summary=False,  # and no use_distributed_sampler: the data module's job
         **trainer_args,
     )
     (metrics,) = trainer.validate(model, datamodule=data, verbose=False)
     return metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_rank_batches(rank: int, port: int, corpus: Path, out: Path) -> None:
+    """In process `rank` of 2: the training batches the data module gives it in epochs 0 and 1."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    try:
+        data = TranslationDataModule(
+            train=str(corpus / "train"), vocab_size=60, max_tokens=120, cache_dir=str(out / "cache")
+        )
+        sampler = data.train_dataloader().batch_sampler
+        epochs = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            epochs.append(list(sampler))
+        (out / f"rank{rank}.json").write_text(json.dumps(epochs))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sampler_over_two_gloo_processes(tiny_corpus: Path, tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(
+        _write_rank_batches, args=(_free_port(), tiny_corpus, tmp_path), nprocs=2, join=True
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    data = TranslationDataModule(
+        train=str(tiny_corpus / "train"),
+        vocab_size=60,
+        max_tokens=120,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    costs = dataset_costs(data.train_dataset)
+    for epoch in (0, 1):
+        shards = [ranks[r][epoch] for r in (0, 1)]
+        assert len(shards[0]) == len(shards[1]) > 1
+        indices = list(chain.from_iterable(chain.from_iterable(shards)))
+        assert set(indices) == set(range(len(costs)))  # every example, on one rank or the other
+        repeated = len(indices) - len(costs)  # the padding batch, if the count was odd
+        assert repeated == 0 or repeated == len(shards[0][0])
+        for batch in chain.from_iterable(shards):
+            assert len(batch) * costs[batch].max() <= 120
+        # The same order in a new run with the same seed: the data module's own sampler here.
+        for rank in (0, 1):
+            again = TokenBatchSampler(costs, 120, seed=data.seed, num_replicas=2, rank=rank)
+            again.set_epoch(epoch)
+            assert list(again) == shards[rank]
+    assert ranks[0][0] != ranks[0][1]  # a new order each epoch
 
 
 def test_ddp_validation_equals_single_process(trained: Path, tiny_corpus: Path) -> None:
