@@ -1,5 +1,6 @@
 """The Lightning system: trains a `Seq2Seq`, validates with loss and BLEU, tests with beams."""
 
+import logging
 import math
 from functools import partial
 from typing import Literal
@@ -12,10 +13,13 @@ from torch import Tensor
 
 from seq2seq.decoder import AttentionType
 from seq2seq.encoder import Cell
+from seq2seq.errors import UserError
 from seq2seq.metrics import score_from_statistics, statistics_width, sufficient_statistics
 from seq2seq.model import build_model
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B, beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, Tensor | list[str]]
 EVAL_METRICS = ("bleu", "chrf")  # computed on validation and test sets
@@ -51,6 +55,9 @@ class TranslationModule(LightningModule):
         max_len_a: decoding length limit a * source length + b, for validation and test.
         max_len_b: see max_len_a.
         test_beam_size: beam size for the test set.
+        max_nonfinite_losses: a batch whose loss is not finite (on any rank) is skipped with
+            a warning; this many in a row stop training with an error (the checkpoints
+            written before are kept).
     """
 
     def __init__(
@@ -80,13 +87,19 @@ class TranslationModule(LightningModule):
         max_len_a: float = MAX_LEN_A,
         max_len_b: int = MAX_LEN_B,
         test_beam_size: int = 5,
+        max_nonfinite_losses: int = 10,
     ) -> None:
         super().__init__()
+        if max_nonfinite_losses < 1:
+            raise UserError(
+                f"model.max_nonfinite_losses must be at least 1, not {max_nonfinite_losses}"
+            )
         self.save_hyperparameters()
         self.model = build_model(self.hparams)
         self.tokenizer: Tokenizer | None = None
         self._eval_totals: Tensor | None = None  # see `_evaluation_totals`
         self._seed = 0  # of each batch's random numbers, see `on_train_batch_start`
+        self._nonfinite_in_a_row = 0
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         return self.model(src, src_lengths, tgt_in)
@@ -107,12 +120,33 @@ class TranslationModule(LightningModule):
         key = [self._seed, self.current_epoch, batch_idx, self.global_rank]
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
         smoothed_sum, _, tokens = self._token_losses(logits, batch["tgt_out"])
         loss = smoothed_sum / tokens
+        if not self._finite_or_skipped(loss, batch_idx):
+            return None  # Lightning skips backward and the optimizer step
         self.log("train_loss", loss, prog_bar=True, batch_size=int(tokens))
         return loss
+
+    def _finite_or_skipped(self, loss: Tensor, batch_idx: int) -> bool:
+        """Whether `loss` is finite on every rank; if not, warn, and raise after too many."""
+        nonfinite = self.trainer.strategy.reduce_boolean_decision(
+            not bool(torch.isfinite(loss)), all=False
+        )  # every rank skips together, or DDP would wait for the others' gradients
+        if not nonfinite:
+            self._nonfinite_in_a_row = 0
+            return True
+        self._nonfinite_in_a_row += 1
+        where = f"epoch {self.current_epoch}, batch {batch_idx}, step {self.global_step}"
+        log.warning("non-finite training loss at %s: batch skipped", where)
+        if self._nonfinite_in_a_row >= self.hparams.max_nonfinite_losses:
+            raise UserError(
+                f"training stopped: {self._nonfinite_in_a_row} batches in a row had a "
+                f"non-finite loss (the last at {where}); the checkpoints written before are "
+                "kept; try a lower --model.lr or --trainer.gradient_clip_val"
+            )
+        return False
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate_batch(batch, beam_size=1)
