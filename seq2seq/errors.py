@@ -1,5 +1,6 @@
 """The one exception type that means "the user's input is wrong", and how scripts report it."""
 
+import argparse
 import sys
 from typing import NoReturn
 
@@ -17,6 +18,14 @@ class UserError(Exception):
 
 def exit_on_user_error(err: UserError) -> NoReturn:
     """Print `error: <message>` as one line on stderr and exit with status 2."""
-    message = " ".join(str(err).split("\n"))
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     print(f"error: {message}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as a UserError: usage, then one `error:` line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        exit_on_user_error(UserError(message))

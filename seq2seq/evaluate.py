@@ -8,7 +8,9 @@ import argparse
 import json
 import logging
 
-from seq2seq.errors import UserError, exit_on_user_error
+from sacrebleu.metrics import BLEU
+
+from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.metrics import CorpusScore, corpus_scores
 from seq2seq.textfiles import read_text_lines
 from seq2seq.translate import add_decoding_arguments, decoding_options
@@ -16,7 +18,7 @@ from seq2seq.translator import Translator
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0].split(":", 1)[1])
+    parser = ArgumentParser(description=__doc__.split("\n", 1)[0].split(":", 1)[1])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--hyp", help="detokenized hypotheses, one a line")
     source.add_argument("--checkpoint", help="translate --src with this checkpoint, then score")
@@ -25,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics", nargs="+", default=["bleu", "chrf", "ter"], choices=["bleu", "chrf", "ter"]
     )
-    parser.add_argument("--tokenize", default=None, help="sacrebleu BLEU tokenizer (default 13a)")
+    parser.add_argument(
+        "--tokenize",
+        choices=list(BLEU.TOKENIZERS),
+        default=None,
+        help="sacrebleu BLEU tokenizer (default 13a)",
+    )
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_decoding_arguments(parser)
@@ -42,14 +49,15 @@ def check_line_counts(hyp_name: str, hypotheses: list[str], refs: dict[str, list
 
 def score(args: argparse.Namespace) -> list[CorpusScore]:
     """Read (or produce) the hypotheses, check line counts, score."""
+    if args.checkpoint is not None and args.src is None:
+        raise UserError("--checkpoint needs --src, the source sentences to translate")
+    decoding = decoding_options(args) if args.checkpoint is not None else {}
     references = {ref: read_text_lines(ref) for ref in args.ref}
     if args.checkpoint is not None:
-        if args.src is None:
-            raise UserError("--checkpoint needs --src, the source sentences to translate")
         sources = read_text_lines(args.src)
         check_line_counts(args.src, sources, references)
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
-        hypotheses = translator.translate(sources, **decoding_options(args))
+        hypotheses = translator.translate(sources, **decoding)
     else:
         hypotheses = read_text_lines(args.hyp)
         check_line_counts(args.hyp, hypotheses, references)

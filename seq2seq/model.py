@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from seq2seq.decoder import AttentionType, Decoder, DecoderState, Memory
 from seq2seq.encoder import Cell, Encoder, length_mask
+from seq2seq.errors import UserError
 
 
 class Seq2Seq(nn.Module):
@@ -53,6 +54,15 @@ class Seq2Seq(nn.Module):
         tie_embeddings: bool = False,
     ) -> None:
         super().__init__()
+        sizes = dict(
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
+            embed_dim=embed_dim,
+            hidden_size=hidden_size,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+        )
+        _check_settings(sizes, dropout=dropout)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.encoder = Encoder(
             src_vocab_size,
@@ -100,6 +110,15 @@ class Seq2Seq(nn.Module):
         """Teacher-forced: (B, S) source, (B,) lengths, (B, T) BOS + target -> (B, T, V) logits."""
         memory, state = self.encode(src, src_lengths)
         return self.decoder(tgt_in, memory, state)
+
+
+def _check_settings(sizes: Mapping[str, int], *, dropout: float) -> None:
+    """Sizes at least 1, dropout in [0, 1); errors name the settings as `model.<name>`."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise UserError(f"model.{name} must be at least 1, got {value}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"model.dropout must be in [0, 1), got {dropout}")
 
 
 def build_model(hparams: Mapping[str, Any]) -> Seq2Seq:

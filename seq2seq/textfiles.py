@@ -56,6 +56,8 @@ def atomic_output(path: str) -> Iterator[TextIO]:
     target = Path(path)
     if not target.parent.is_dir():
         raise UserError(f"cannot write {path}: directory {target.parent} does not exist")
+    if target.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:
@@ -65,7 +67,10 @@ def atomic_output(path: str) -> Iterator[TextIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        try:
+            os.replace(tmp_name, target)
+        except OSError as err:
+            raise UserError(f"cannot write {path}: {err.strerror}") from err
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

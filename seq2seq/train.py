@@ -2,17 +2,21 @@
 
 import logging
 import sys
+from argparse import ArgumentError
 from itertools import pairwise
 from pathlib import Path
 
+import yaml
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from seq2seq.datamodule import TranslationDataModule
+from seq2seq.corpus import resolve_corpus_file
+from seq2seq.datamodule import SPLITS, TranslationDataModule
 from seq2seq.demo import write_demo_corpus
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.system import TranslationModule
+from seq2seq.translator import load_checkpoint
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 DEMO_DATA = Path("data/demo")
@@ -43,6 +47,9 @@ class TranslationCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch}-step{step}-bleu{val_bleu:.2f}",
                 "checkpoint.auto_insert_metric_name": False,
+                # Overwrite, never add "-v1": last.ckpt is written by two callbacks (see
+                # fit_and_test), and a rerun's best checkpoint keeps its configured name.
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
@@ -55,6 +62,19 @@ class TranslationCLI(LightningCLI):
         )
         for name in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Check the corpus files before SentencePiece trains (it does when the model is built)."""
+        data = self.config.data
+        if data.val is None and data.dataset is None:
+            raise UserError(
+                "data.val is required: validation BLEU drives checkpoints and early stopping"
+            )
+        for split in SPLITS:
+            prefix = getattr(data, split)
+            if prefix is not None:
+                for lang in (data.src_lang, data.tgt_lang):
+                    resolve_corpus_file(prefix, lang)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -74,31 +94,40 @@ def main(args: list[str] | None = None) -> None:
 
 
 def fit_and_test(args: list[str] | None) -> TranslationCLI:
-    """Build everything from `args` (None: sys.argv), fit, then test the best checkpoint."""
-    cli = TranslationCLI(
-        TranslationModule,
-        TranslationDataModule,
-        args=args,
-        run=False,
-        seed_everything_default=1234,
-        trainer_defaults={
-            "default_root_dir": "runs",
-            "gradient_clip_val": 1.0,
-        },
-        parser_kwargs={"description": "Train a recurrent encoder-decoder translation model."},
-    )
-    if cli.datamodule.hparams.val is None and cli.datamodule.hparams.dataset is None:
-        raise UserError(
-            "data.val is required: validation BLEU drives checkpoints and early stopping"
+    """Build everything from `args` (None: sys.argv), fit, then test the best checkpoint.
+
+    A bad command line or config raises UserError (`--help` and `--print_config` exit).
+    """
+    check_config_files(sys.argv[1:] if args is None else args)
+    try:
+        cli = TranslationCLI(
+            TranslationModule,
+            TranslationDataModule,
+            args=args,
+            run=False,
+            seed_everything_default=1234,
+            trainer_defaults={
+                "default_root_dir": "runs",
+                "gradient_clip_val": 1.0,
+            },
+            parser_kwargs={
+                "description": "Train a recurrent encoder-decoder translation model.",
+                "exit_on_error": False,
+            },
         )
+    except ArgumentError as err:
+        raise UserError(f"{err} (see --help)") from err
     cli.trainer.callbacks.append(
         ModelCheckpoint(
             dirpath=cli.config.checkpoint.dirpath,
             save_top_k=0,
+            enable_version_counter=False,
             save_last=True,
             every_n_train_steps=cli.config.save_last_every_n_steps,
         )
     )
+    if cli.config.ckpt_path is not None:
+        load_checkpoint(cli.config.ckpt_path)  # clear errors, and never unpickles code
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     if cli.datamodule.hparams.test is not None or cli.datamodule.hparams.dataset is not None:
         best = cli.trainer.checkpoint_callback.best_model_path or None
@@ -106,10 +135,31 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
     return cli
 
 
+def check_config_files(args: list[str]) -> None:
+    """Each existing `--config` file must be valid YAML; errors name its file and line."""
+    for path in _config_paths(args):
+        if not path.is_file():
+            continue  # jsonargparse says it does not exist, or reads the value as YAML text
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: invalid UTF-8 at byte {err.start}") from None
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise UserError(f"{where}: invalid YAML: {err.problem or err.context}") from None
+        except yaml.YAMLError as err:
+            raise UserError(f"{path}: invalid YAML: {err}") from None
+
+
+def _config_paths(args: list[str]) -> list[Path]:
+    paths = [Path(value) for flag, value in pairwise(args) if flag == "--config"]
+    return paths + [Path(arg.split("=", 1)[1]) for arg in args if arg.startswith("--config=")]
+
+
 def _uses_demo_config(args: list[str]) -> bool:
-    configs = [Path(value) for flag, value in pairwise(args) if flag == "--config"]
-    configs += [Path(arg.split("=", 1)[1]) for arg in args if arg.startswith("--config=")]
-    return any(path.is_file() and path.resolve() == DEMO_CONFIG for path in configs)
+    paths = _config_paths(args)
+    return any(path.is_file() and path.resolve() == DEMO_CONFIG for path in paths)
 
 
 def _show_info_logs() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from seq2seq.errors import UserError, exit_on_user_error
+from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B
 from seq2seq.textfiles import atomic_output, read_text_lines
@@ -51,7 +51,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decoding_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `Translator.translate` that `args` sets."""
+    """The keyword arguments of `Translator.translate` that `args` sets; bad values: UserError."""
+    if args.beam_size < 1:
+        raise UserError(f"--beam-size must be at least 1, got {args.beam_size}")
     return {
         "beam_size": 1 if args.greedy else args.beam_size,
         "length_penalty": args.length_penalty,
@@ -66,7 +68,7 @@ def decoding_options(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split(":", 1)[1].strip())
+    parser = ArgumentParser(description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by scripts/train.py")
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- = stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- = stdout)")
@@ -131,17 +133,21 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[seq2seq] %(message)s")
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        if not 1 <= args.nbest <= (1 if args.greedy else args.beam_size):
-            raise UserError(f"--nbest must be between 1 and the beam size, got {args.nbest}")
+        options = decoding_options(args) | {"attention": bool(args.attention_plot)}
+        if not 1 <= args.nbest <= options["beam_size"]:
+            beam = "1 with --greedy" if args.greedy else options["beam_size"]
+            raise UserError(
+                f"--nbest must be between 1 and the beam size ({beam}), got {args.nbest}"
+            )
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
         sources = read_text_lines(args.input)
-        options = decoding_options(args) | {"attention": bool(args.attention_plot)}
-        results = translator.translate_nbest(sources, nbest=args.nbest, **options)
-        if args.attention_plot:
-            write_attention_plots(
-                translator, sources, results, args.attention_plot, args.attention_plot_count
-            )
+        # Opened before decoding, so that a bad output path fails at once, not after hours.
         with atomic_output(args.output) as out:
+            results = translator.translate_nbest(sources, nbest=args.nbest, **options)
+            if args.attention_plot:
+                write_attention_plots(
+                    translator, sources, results, args.attention_plot, args.attention_plot_count
+                )
             out.writelines(format_lines(results, nbest=args.nbest, fmt=args.format))
     except UserError as err:
         exit_on_user_error(err)

@@ -73,7 +73,10 @@ class Translator:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise UserError(f"{path}: weights do not fit the model it describes ({err})") from err
-        tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
+        try:
+            tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from err
         max_src_len = (checkpoint.get("datamodule_hyper_parameters") or {}).get("max_len")
         return cls(model, tokenizer, resolve_device(device), max_src_len=max_src_len)
 
@@ -195,12 +198,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # the safe unpickler met a non-plain object
-        raise UserError(f"{path}: refused to load, it holds more than plain data ({err})") from err
+        reason = _unpickler_reason(err)
+        raise UserError(
+            f"{path}: refused to load, it holds more than plain data ({reason})"
+        ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise UserError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
+    if not isinstance(checkpoint, dict):
+        kind = type(checkpoint).__name__
+        raise UserError(f"{path}: not a seq2seq training checkpoint (it holds a {kind})")
     missing = [k for k in ("hyper_parameters", "state_dict", "tokenizer") if k not in checkpoint]
     if missing:
         raise UserError(f"{path}: not a seq2seq training checkpoint (no {', '.join(missing)})")
+    models, sides = checkpoint["tokenizer"], ("src", "tgt")  # see `Tokenizer.to_dict`
+    if not isinstance(models, dict) or not all(isinstance(models.get(s), bytes) for s in sides):
+        raise UserError(
+            f"{path}: its SentencePiece models (tokenizer.src, tokenizer.tgt) are missing"
+        )
     return checkpoint
 
 
@@ -210,7 +224,18 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but no CUDA device is available")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    """The line of torch's long weights-only error that says what was refused."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    return _first_line(err)
 
 
 def _first_line(err: BaseException) -> str:

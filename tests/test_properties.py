@@ -100,7 +100,7 @@ def test_translate_keeps_one_output_line_per_input_line(
     source.write_bytes(b"".join(line + b"\n" for line in lines))
     checkpoint = str(trained / "checkpoints" / "best.ckpt")
     translate_main(
-        ["--checkpoint", checkpoint, "--input", str(source), "--output", str(out)] + search
+        ["--checkpoint", checkpoint, "--input", str(source), "--output", str(out), *search]
     )
     outputs = out.read_text(encoding="utf-8").split("\n")
     assert outputs.pop() == ""  # every line ends with a newline

@@ -1,21 +1,19 @@
-"""The three scripts end to end on a tiny corpus: train in-process, then translate and evaluate."""
+"""The three scripts end to end on a tiny corpus: train in-process, then translate and evaluate.
+
+Their handling of bad input is tested in `test_bad_input.py`.
+"""
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from seq2seq.errors import UserError
 from seq2seq.evaluate import main as evaluate_main
 from seq2seq.train import fit_and_test
 from seq2seq.translate import main as translate_main
 from seq2seq.translator import Translator
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fast_dev_run(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
@@ -87,77 +85,3 @@ def test_evaluate_can_translate_and_score_in_one_go(
     in_one_go = json.loads(capsys.readouterr().out)
     assert in_one_go == from_file
     assert set(in_one_go) == {"BLEU", "chrF2", "TER"}
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-
-
-def assert_user_error(result: subprocess.CompletedProcess, *expected: str) -> None:
-    """Exit status 2, no traceback, and the message names what is wrong."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    for text in expected:
-        assert text in last, last
-
-
-def test_missing_training_file(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
-    args = train_args(tmp_path)
-    args[args.index("--data.train") + 1] = str(tmp_path / "nowhere")
-    assert_user_error(run_script("train", *args), str(tmp_path / "nowhere"))
-
-
-def test_line_count_mismatch(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
-    (tmp_path / "bad.de").write_text("eins\nzwei\ndrei\n")
-    (tmp_path / "bad.en").write_text("one\ntwo\n")
-    args = train_args(tmp_path)
-    args[args.index("--data.train") + 1] = str(tmp_path / "bad")
-    assert_user_error(run_script("train", *args), "bad.de", "bad.en", "3", "2")
-
-
-def test_empty_corpus_after_cleaning(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
-    (tmp_path / "empty.de").write_text("\n  \neins\n")
-    (tmp_path / "empty.en").write_text("one\ntwo\n\n")
-    args = train_args(tmp_path)
-    args[args.index("--data.train") + 1] = str(tmp_path / "empty")
-    assert_user_error(run_script("train", *args), "empty")
-
-
-def test_unknown_config_key(tmp_path: Path, train_args: Callable[..., list[str]]) -> None:
-    result = run_script("train", *train_args(tmp_path), "--model.hiden_size", "8")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "hiden_size" in result.stderr
-
-
-def test_translate_with_missing_checkpoint(tmp_path: Path) -> None:
-    result = run_script("translate", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", "-")
-    assert_user_error(result, "none.ckpt")
-
-
-def test_evaluate_line_count_mismatch(tmp_path: Path) -> None:
-    (tmp_path / "h").write_text("a\nb\n")
-    (tmp_path / "r").write_text("a\n")
-    result = run_script("evaluate", "--hyp", str(tmp_path / "h"), "--ref", str(tmp_path / "r"))
-    assert_user_error(result, str(tmp_path / "h"), str(tmp_path / "r"), "2", "1")
-
-
-def test_bad_checkpoints_are_refused_clearly(trained: Path, tmp_path: Path) -> None:
-    good = (trained / "checkpoints" / "best.ckpt").read_bytes()
-    (tmp_path / "truncated.ckpt").write_bytes(good[: len(good) // 2])
-    (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
-    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    expected = {
-        "truncated.ckpt": "not a PyTorch checkpoint",
-        "text.ckpt": "not a PyTorch checkpoint",
-        "other.ckpt": "not a seq2seq training checkpoint",
-    }
-    for name, message in expected.items():
-        with pytest.raises(UserError, match=message):
-            Translator.from_checkpoint(tmp_path / name)
