@@ -80,18 +80,19 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._batches: list[np.ndarray] | None = None  # the current epoch's, once computed
-        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip, see `resume`
+        self._skip = 0  # batches of this epoch the next pass skips, see `resume`
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order `__iter__` yields."""
         if epoch != self.epoch:
             self.epoch = epoch
             self._batches = None
+            self._skip = 0
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Continue `epoch` after its first `batches_done` batches (this rank's), on next pass."""
         self.set_epoch(epoch)
-        self._skip = (epoch, batches_done)
+        self._skip = batches_done
 
     @property
     def sampler(self) -> "TokenBatchSampler":
@@ -99,10 +100,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         return self
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip = 0
-        if self._skip is not None and self._skip[0] == self.epoch:
-            skip = self._skip[1]
-        self._skip = None
+        skip, self._skip = self._skip, 0
         for batch in self._epoch_batches()[skip:]:
             yield batch.tolist()
 

@@ -1,5 +1,6 @@
 """Corpus-level scores with sacrebleu, each with its signature."""
 
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -57,6 +58,7 @@ def sufficient_statistics(metric: str, hypotheses: list[str], references: list[s
     return np.asarray(per_sentence, dtype=np.int64).reshape(-1, width).sum(axis=0)
 
 
+@cache
 def statistics_width(metric: str) -> int:
     """The length of `metric`'s statistics vector."""
     scorer = STATISTIC_METRICS[metric]()
