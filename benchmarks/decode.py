@@ -36,6 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from seq2seq.batching import TokenBatchSampler, example_cost  # noqa: E402
+from seq2seq.translator import BATCH_TOKENS  # noqa: E402
 
 CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 JOEY_PACKAGES = ["torch==2.13.0", "joeynmt==2.3.0", "sentencepiece==0.2.0", "importlib_metadata"]
@@ -416,12 +417,17 @@ def parse_args() -> argparse.Namespace:
         help="train JoeyNMT for as many updates as ours made, not for the same wall time",
     )
     p.add_argument("--beam-size", type=int, default=5)
-    p.add_argument("--batch-tokens", type=int, default=4096, help="our decoding batch, in tokens")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=BATCH_TOKENS,
+        help="our decoding batch, source tokens times beam size",
+    )
     p.add_argument(
         "--joeynmt-batch-size",
         type=int,
         help="its decoding batch, in sentences "
-        "(default: as many sentences per batch as ours on average)",
+        "(default: as many sentences per batch as ours on average, in each mode)",
     )
     p.add_argument("--limit", type=int, help="decode only the first N test sentences")
     p.add_argument("--repeats", type=int, default=3, help="decoding runs each; the fastest counts")
@@ -455,8 +461,14 @@ def main() -> None:
     spm_file.write_bytes(checkpoint["tokenizer"]["src"])
     sp = spm.SentencePieceProcessor(model_file=str(spm_file))
     lengths = [max(len(ids), 1) for ids in sp.encode(sources)]  # as Translator batches them
-    ours_batches = len(TokenBatchSampler(lengths, args.batch_tokens, shuffle=False))
-    joey_batch = args.joeynmt_batch_size or -(-len(sources) // ours_batches)
+    ours_batches = {  # as Translator batches them: batch_tokens // beam size source tokens
+        beam: len(TokenBatchSampler(lengths, args.batch_tokens // beam, shuffle=False))
+        for beam in (1, args.beam_size)
+    }
+    joey_batch = {  # as many sentences per batch as ours, on average
+        beam: args.joeynmt_batch_size or -(-len(sources) // batches)
+        for beam, batches in ours_batches.items()
+    }
     training |= {"ours_checkpoint": str(ckpt), "ours_steps": checkpoint["global_step"]}
     training |= {"ours_schedule": hp["schedule"]}
     decoding = {"ours_batch_tokens": args.batch_tokens, "ours_batches": ours_batches}
@@ -487,7 +499,8 @@ def main() -> None:
         model_dir = model_dir.resolve()
 
         def joey(out: Path, beam: int) -> dict:
-            return decode_joeynmt(python, model_dir, src_file, out, beam, joey_batch, args.threads)
+            batch = joey_batch[beam]
+            return decode_joeynmt(python, model_dir, src_file, out, beam, batch, args.threads)
 
         runs += decode_both_modes("joeynmt", joey, work, refs, args)
     report(runs, extra)

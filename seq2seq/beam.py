@@ -87,12 +87,18 @@ class Finished(NamedTuple):
 
 
 def top_candidates(scores: Tensor, log_probs: Tensor) -> Candidates:
-    """(B', K) beam scores and (B'*K, V) log-probs -> the K best extensions of each sentence."""
+    """(B', K) beam scores and (B'*K, V) log-probs -> the K best extensions of each sentence.
+
+    The K best of a sentence's K * V extensions are among the k = min(K, V) best of each
+    beam's own V, so those are found first: the sum is (B', K, k), not (B', K, V).
+    """
     batch, beam_size = scores.shape
-    vocab = log_probs.size(1)
-    total = scores.unsqueeze(2) + log_probs.view(batch, beam_size, vocab)  # (B', K, V)
+    per_beam = min(beam_size, log_probs.size(1))  # k
+    token_lp, token = log_probs.topk(per_beam, dim=1)  # (B'*K, k)
+    total = scores.unsqueeze(2) + token_lp.view(batch, beam_size, per_beam)  # (B', K, k)
     top, index = total.view(batch, -1).topk(beam_size, dim=1)  # (B', K)
-    return Candidates(top, index // vocab, index % vocab)
+    tokens = token.view(batch, -1).gather(1, index)  # (B', K)
+    return Candidates(top, index // per_beam, tokens)
 
 
 def without_eos(candidates: Candidates, eos_id: int) -> Candidates:

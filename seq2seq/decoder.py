@@ -22,7 +22,11 @@ AttentionType = Literal["none", "bahdanau"]
 
 
 class Memory(NamedTuple):
-    """What the decoder reads from the encoder, for a batch."""
+    """What the decoder reads from the encoder, for a batch.
+
+    The decoder state may hold K consecutive rows per memory row (the beams of beam
+    search), so that the memory is neither copied K times nor moved with the beams.
+    """
 
     states: Tensor  # (B, S, D)
     mask: Tensor  # (B, S) bool, True at real source tokens
@@ -124,7 +128,8 @@ class Decoder(nn.Module):
     def step(
         self, prev_tokens: Tensor, memory: Memory, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """One step: (B,) previous tokens -> (B, V) logits, new state, (B, S) attention or None."""
+        """One step: (B*K,) previous tokens, K per memory row -> (B*K, V) logits, new state,
+        (B*K, S) attention or None."""
         embedded = self.dropout(self.embed(prev_tokens))  # (B, E)
         if self.attention is None:
             outputs, state = self._fixed_context_steps(embedded.unsqueeze(1), memory, state)
@@ -136,21 +141,23 @@ class Decoder(nn.Module):
     def _fixed_context_steps(
         self, embedded: Tensor, memory: Memory, state: DecoderState
     ) -> tuple[Tensor, DecoderState]:
-        """All steps at once (no feedback but the tokens): (B, T, E) -> (B, T, H) outputs."""
-        context = memory.summary.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (B, T, D)
+        """All steps at once (no feedback but the tokens): (B*K, T, E) -> (B*K, T, H) outputs."""
+        beams = embedded.size(0) // memory.summary.size(0)  # K state rows per memory row
+        context = memory.summary.repeat_interleave(beams, dim=0)  # (B*K, D)
+        context = context.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (B*K, T, D)
         rnn_out, final = self.rnn(torch.cat([embedded, context], dim=2), state.rnn_state())
-        outputs = torch.tanh(self.pre_output(torch.cat([rnn_out, context], dim=2)))  # (B, T, H)
+        outputs = torch.tanh(self.pre_output(torch.cat([rnn_out, context], dim=2)))  # (B*K, T, H)
         return outputs, _as_state(final, feed=None)
 
     def _attention_step(
         self, embedded: Tensor, memory: Memory, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """One attentional step, input-fed: (B, E) -> (B, H) output, state, (B, S) weights."""
-        rnn_in = torch.cat([embedded, state.feed], dim=1).unsqueeze(1)  # (B, 1, E + H)
+        """One attentional step, input-fed: (B*K, E) -> (B*K, H) output, state, (B*K, S) weights."""
+        rnn_in = torch.cat([embedded, state.feed], dim=1).unsqueeze(1)  # (B*K, 1, E + H)
         rnn_out, final = self.rnn(rnn_in, state.rnn_state())
-        query = rnn_out.squeeze(1)  # (B, H)
-        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)  # (B, D)
-        output = torch.tanh(self.pre_output(torch.cat([query, context], dim=1)))  # (B, H)
+        query = rnn_out.squeeze(1)  # (B*K, H)
+        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
+        output = torch.tanh(self.pre_output(torch.cat([query, context], dim=1)))  # (B*K, H)
         return output, _as_state(final, feed=output), weights
 
 

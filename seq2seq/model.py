@@ -102,7 +102,8 @@ class Seq2Seq(nn.Module):
     def decode_step(
         self, memory: Memory, state: DecoderState, prev_tokens: Tensor
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """(B,) previous tokens -> (B, V) log-probabilities, new state, (B, S) attention or None."""
+        """(B*K,) previous tokens, K rows per memory row -> (B*K, V) log-probabilities, new
+        state, (B*K, S) attention or None."""
         logits, state, weights = self.decoder.step(prev_tokens, memory, state)
         return torch.log_softmax(logits.float(), dim=-1), state, weights
 

@@ -56,7 +56,12 @@ class Searchable(Protocol[M, St]):
 
     def decode_step(
         self, memory: M, state: St, prev_tokens: Tensor
-    ) -> tuple[Tensor, St, Tensor | None]: ...
+    ) -> tuple[Tensor, St, Tensor | None]:
+        """(B*K,) tokens -> (B*K, V) log-probs, state, (B*K, S) attention or None.
+
+        The state and tokens have K consecutive rows per memory row: K = 1 in greedy
+        search, the beam size in beam search.
+        """
 
 
 class Hypothesis(NamedTuple):
@@ -286,7 +291,7 @@ def beam_search(
     batch = src.size(0)
     memory, state = model.encode(src, src_lengths)
     expand = torch.arange(batch, device=src.device).repeat_interleave(beam_size)  # (B*K,)
-    memory, state = memory.index_select(expand), state.index_select(expand)
+    state = state.index_select(expand)  # K rows per sentence; the memory stays one row
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b).to(src.device)  # (B,)
     longest = int(max_lens.max())
     penalties = _penalty_table(length_penalty, alpha, longest, src.device)  # (T+1,)
@@ -312,6 +317,6 @@ def beam_search(
         if keep.numel() < done.numel():
             flat_keep = flat_rows(keep, torch.arange(beam_size, device=src.device), beam_size)
             beams = beams.select(keep, flat_keep)
-            memory, state = memory.index_select(flat_keep), state.index_select(flat_keep)
+            memory, state = memory.index_select(keep), state.index_select(flat_keep)
         prev = beams.tokens[:, -1]
     return _nbest(finished, nbest, src_lengths.tolist())

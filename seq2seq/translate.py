@@ -13,7 +13,7 @@ from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B
 from seq2seq.textfiles import atomic_output, read_text_lines
-from seq2seq.translator import Translation, Translator
+from seq2seq.translator import BATCH_TOKENS, Translation, Translator
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--min-len", type=int, default=0, help="fewest output tokens")
     group.add_argument("--no-repeat-ngram", type=int, default=0, help="block repeated n-grams")
-    group.add_argument("--batch-tokens", type=int, default=4096, help="source tokens per batch")
+    group.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=BATCH_TOKENS,
+        help=f"source tokens times beam size per batch (default {BATCH_TOKENS})",
+    )
     group.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     group.add_argument("--progress", action="store_true", help="progress bar even without a tty")
 

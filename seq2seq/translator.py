@@ -39,6 +39,11 @@ class Translation(NamedTuple):
 
 EMPTY = Translation("", 0.0, 0.0, [], None)
 
+# Source tokens times beam size per batch: 10000 source tokens for greedy search, 2000
+# with beam 5. Measured on 2 CPU cores (benchmarks/decode.py): larger batches spill the
+# (rows, vocabulary) scores of each step out of the cache and run slower.
+BATCH_TOKENS = 10000
+
 
 class Translator:
     """A trained model with its SentencePiece models, translating batches of raw sentences.
@@ -100,13 +105,15 @@ class Translator:
         max_len_b: int = MAX_LEN_B,
         min_len: int = 0,
         no_repeat_ngram: int = 0,
-        batch_tokens: int = 4096,
+        batch_tokens: int = BATCH_TOKENS,
         attention: bool = False,
         progress: bool = False,
     ) -> list[list[Translation]]:
         """The `nbest` best translations of each sentence, best first, in input order.
 
-        Sentences are batched by source tokens in length order. An empty or blank
+        Sentences are batched in length order, `batch_tokens` source tokens times the
+        beam size at most (the decoder's rows: a beam search's step over K rows per
+        sentence works through K times the memory of a greedy one). An empty or blank
         sentence is not decoded: it gets `nbest` empty translations. `attention=True`
         keeps each output token's attention weights (models with attention only).
         """
@@ -125,7 +132,7 @@ class Translator:
         todo = [i for i, ids in enumerate(source_ids) if ids]
         results = [[EMPTY] * nbest for _ in sentences]
         lengths = [len(source_ids[i]) for i in todo]
-        budget = max([batch_tokens, *lengths])
+        budget = max([batch_tokens // beam_size, *lengths])  # source tokens
         with tqdm(total=len(sentences), unit="sent", disable=not progress) as bar:
             bar.update(len(sentences) - len(todo))
             for batch in TokenBatchSampler(lengths, budget, shuffle=False):

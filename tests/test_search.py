@@ -61,12 +61,13 @@ class TableModel:
         self, memory: FakeMemory, state: FakeState, prev_tokens: Tensor
     ) -> tuple[Tensor, FakeState, None]:
         self.batch_sizes.append(prev_tokens.numel())
+        beams = prev_tokens.numel() // memory.lengths.numel()  # K rows per memory row
         logits = (
             self.by_prev[prev_tokens]
             + self.by_step[state.step]
-            + self.by_length[memory.lengths]
-            + self.by_first[memory.first]
-        )  # (B, V)
+            + self.by_length[memory.lengths.repeat_interleave(beams)]
+            + self.by_first[memory.first.repeat_interleave(beams)]
+        )  # (B*K, V)
         return logits.log_softmax(dim=-1), FakeState(state.step + 1), None
 
 
