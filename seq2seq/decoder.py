@@ -119,8 +119,8 @@ class Decoder(nn.Module):
             outputs, _ = self._fixed_context_steps(embedded, memory, state)  # (B, T, H)
         else:
             per_step = []
-            for t in range(embedded.size(1)):
-                output, state, _ = self._attention_step(embedded[:, t], memory, state)
+            for step_input in embedded.unbind(1):  # views whose backward is one stack
+                output, state, _ = self._attention_step(step_input, memory, state)
                 per_step.append(output)
             outputs = torch.stack(per_step, dim=1)  # (B, T, H)
         return self.output(self.dropout(outputs))  # (B, T, V)

@@ -1,4 +1,4 @@
-"""Recurrent encoder over packed source sequences.
+"""Recurrent encoder over padded source sequences, padding skipped.
 
 Shapes: B batch, S source length, E embedding size, H hidden size per
 direction, D = H * directions, L layers.
@@ -7,7 +7,8 @@ direction, D = H * directions, L layers.
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 Cell = Literal["gru", "lstm", "rnn"]
@@ -73,15 +74,74 @@ class Encoder(nn.Module):
             summary: (B, D) final states of the top layer, directions concatenated.
         """
         embedded = self.dropout(self.embed(src))  # (B, S, E)
+        if embedded.device.type == "cpu":
+            states, summary = self._unpacked(embedded, src_lengths)
+        else:
+            states, summary = self._packed(embedded, src_lengths)
+        return self.dropout(states), summary
+
+    def _packed(self, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The RNN over a packed sequence (cuDNN on CUDA): (B, S, E) -> states, summary."""
         packed = pack_padded_sequence(
-            embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
+            embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         outputs, final = self.rnn(packed)
-        states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.size(1))
+        states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=embedded.size(1))
         hidden = final[0] if isinstance(final, tuple) else final  # (L * dirs, B, H)
         top = hidden[-self.directions :]  # (dirs, B, H)
-        summary = top.transpose(0, 1).reshape(src.size(0), self.output_size)  # (B, D)
-        return self.dropout(states), summary
+        return states, top.transpose(0, 1).reshape(embedded.size(0), self.output_size)
+
+    def _unpacked(self, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The same as `_packed`, one layer and direction at a time over padded tensors.
+
+        PyTorch's CPU RNN over a packed sequence slices the input projection of all steps
+        once per step, and the backward of each slice fills a zero tensor of the full size:
+        O(S^2) memory traffic that took a fifth of a training step. Here the forward
+        direction runs over the padded batch as it is (padding comes after each sentence),
+        the backward one over each sentence reversed in place (padding still after it).
+        """
+        batch, length, _ = embedded.shape
+        positions = torch.arange(length, device=embedded.device)  # (S,)
+        last = (lengths - 1).unsqueeze(1)  # (B, 1)
+        reverse = torch.where(positions < lengths.unsqueeze(1), last - positions, positions)
+        layer_input = embedded  # (B, S, E) for the first layer
+        for layer in range(self.rnn.num_layers):
+            outputs = []  # (B, S, H) per direction
+            for direction in range(self.directions):
+                flip = _gather_time(layer_input, reverse) if direction else layer_input
+                output = _run_direction(self.rnn, flip, layer, direction)
+                outputs.append(_gather_time(output, reverse) if direction else output)
+            layer_input = torch.cat(outputs, dim=2)  # (B, S, D)
+            if layer + 1 < self.rnn.num_layers:
+                layer_input = F.dropout(layer_input, self.rnn.dropout, self.training)
+        states = layer_input.masked_fill(~length_mask(lengths, length).unsqueeze(2), 0.0)
+        hidden_size = self.rnn.hidden_size
+        rows = torch.arange(batch, device=embedded.device)
+        summary = [states[rows, lengths - 1, :hidden_size]]  # forward: after the last token
+        if self.directions == 2:
+            summary.append(states[:, 0, hidden_size:])  # backward: after the first token
+        return states, torch.cat(summary, dim=1)
+
+
+def _gather_time(x: Tensor, index: Tensor) -> Tensor:
+    """x[b, index[b, t]] for each (b, t): (B, S, F), (B, S) -> (B, S, F)."""
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.size(2)))
+
+
+def _run_direction(rnn: nn.RNNBase, inputs: Tensor, layer: int, direction: int) -> Tensor:
+    """One layer and direction of `rnn` with its own weights, from a zero state, over
+    (B, S, I) inputs taken in order -> (B, S, H) outputs."""
+    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+    weights = [getattr(rnn, f"{name}{suffix}") for name in ("weight_ih", "weight_hh")]
+    if rnn.bias:
+        weights += [getattr(rnn, f"{name}{suffix}") for name in ("bias_ih", "bias_hh")]
+    zeros = inputs.new_zeros(1, inputs.size(0), rnn.hidden_size)  # (1, B, H)
+    args = (weights, rnn.bias, 1, 0.0, rnn.training, False, True)
+    if isinstance(rnn, nn.LSTM):
+        return _VF.lstm(inputs, (zeros, zeros), *args)[0]
+    if isinstance(rnn, nn.GRU):
+        return _VF.gru(inputs, zeros, *args)[0]
+    return _VF.rnn_tanh(inputs, zeros, *args)[0]
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:

@@ -7,13 +7,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from seq2seq.decoder import AttentionType
 from seq2seq.encoder import Cell
 from seq2seq.errors import UserError
+from seq2seq.loss import smoothed_cross_entropy
 from seq2seq.metrics import score_from_statistics, statistics_width, sufficient_statistics
 from seq2seq.model import build_model
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B, beam_search, greedy_search
@@ -205,19 +205,11 @@ class TranslationModule(LightningModule):
 
     def _token_losses(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Summed label-smoothed loss, summed NLL and the count of non-pad target tokens."""
-        flat_logits, flat_targets = (
-            logits.flatten(0, 1).float(),
-            targets.flatten(),
-        )  # (B*T, V), (B*T,)
+        flat_logits, flat_targets = logits.flatten(0, 1), targets.flatten()  # (B*T, V), (B*T,)
         pad = self.hparams.pad_id
-        smoothed = F.cross_entropy(
-            flat_logits,
-            flat_targets,
-            ignore_index=pad,
-            reduction="sum",
-            label_smoothing=self.hparams.label_smoothing,
+        smoothed, nll = smoothed_cross_entropy(
+            flat_logits, flat_targets, smoothing=self.hparams.label_smoothing, pad_id=pad
         )
-        nll = F.cross_entropy(flat_logits, flat_targets, ignore_index=pad, reduction="sum")
         return smoothed, nll, (flat_targets != pad).sum()
 
     def _evaluate_batch(self, batch: Batch, *, beam_size: int) -> None:

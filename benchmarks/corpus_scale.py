@@ -1,0 +1,177 @@
+"""Data preparation at scale: a 1,000,000-pair corpus through SentencePiece, the Arrow
+cache and the start of training.
+
+    python benchmarks/corpus_scale.py                 # 1M pairs
+    python benchmarks/corpus_scale.py --pairs 200000  # smaller
+
+The corpus is Multi30k train repeated, each copy's lines varied (the copy number
+appended to both sides, so that no two lines are identical), written once under
+the work directory. Each run is a fresh process through `scripts/train.py`'s CLI
+(configs/multi30k_gru_bahdanau.yaml with this corpus as `data.train`, a cache
+folder of its own) that trains `--steps` updates:
+
+1. cold: SentencePiece trains on a sample (`data.spm_input_sentence_size`, 1M by
+   default: the whole corpus here), the corpus is tokenized into the Arrow cache,
+   then training starts;
+2. warm: the same command again, reusing the cache: the time from process start
+   to the first training batch is the cached restart;
+3. the Multi30k corpus itself (29k pairs), cold then warm: its warm peak RSS
+   against the 1M corpus's shows whether training memory depends on corpus size
+   (it should not: the Arrow cache is memory-mapped, never copied into lists).
+
+Peak RSS is each process's `ru_maxrss`. Output: a table, then one JSON line.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import (
+    MULTI30K,
+    REPO,
+    child_env,
+    git_state,
+    log,
+    print_table,
+    read_lines,
+    run_measured,
+)
+
+CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
+TARGETS = {"peak_rss_mib": 2048, "cached_restart_s": 15.0}
+
+
+# -- in a child process -----------------------------------------------------------------------
+
+
+def run_child(train_prefix: str, cache_dir: str, steps: str, out_dir: str, launched: str) -> None:
+    """Prepare the data (or reuse its cache) and train `steps` updates; print JSON timings."""
+    from benchmarks.training_child import StepClock, short_run
+
+    start = time.perf_counter()
+    overrides = ["--data.train", train_prefix, "--data.cache_dir", cache_dir]
+    cli = short_run(str(CONFIG), out_dir, int(steps), overrides)  # SentencePiece ready
+    tokenizer_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cli.datamodule.prepare_data()  # the Arrow cache of each split
+    cli.datamodule.setup("fit")
+    prepare_s = time.perf_counter() - start
+    clock = StepClock()
+    cli.trainer.callbacks.append(clock)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    figures = {
+        "pairs": len(cli.datamodule.train_dataset),
+        "tokenizer_s": tokenizer_s,
+        "prepare_s": prepare_s,
+        "first_batch_s": clock.starts[0] - time.perf_counter() + time.time() - float(launched),
+        "steps": len(clock.starts),
+    }
+    print(json.dumps(figures))
+
+
+# -- the parent -------------------------------------------------------------------------------
+
+
+def build_corpus(prefix: Path, pairs: int, data_dir: Path) -> None:
+    """`prefix`.de/.en: Multi30k train repeated to `pairs` lines, copy k's lines ending " k"."""
+    if all(_line_count(prefix.with_suffix(f".{lang}")) == pairs for lang in ("de", "en")):
+        log(f"reusing {prefix}.de/.en ({pairs} pairs)")
+        return
+    log(f"writing {pairs} pairs to {prefix}.de/.en")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for lang in ("de", "en"):
+        base = read_lines(data_dir / f"train.{lang}.gz")
+        tmp = prefix.with_suffix(f".{lang}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for i in range(pairs):
+                copy, line = divmod(i, len(base))
+                f.write(f"{base[line]} {copy}\n" if copy else f"{base[line]}\n")
+        tmp.replace(prefix.with_suffix(f".{lang}"))
+
+
+def _line_count(path: Path) -> int:
+    if not path.exists():
+        return -1
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def run(name: str, train_prefix: Path, cache: Path, work: Path, args) -> dict[str, Any]:
+    out = work / "runs" / name
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "_run", train_prefix, cache, args.steps, out, time.time()]
+    log(f"{name}: preparing {train_prefix.name} (cache {cache.name}) and training {args.steps}")
+    env = child_env(args.threads, ours=True)
+    measured = run_measured(cmd, out / "stderr.log", stdout=out / "stdout.log", env=env)
+    last_line = (out / "stdout.log").read_text().strip().splitlines()[-1]
+    return {"run": name, **json.loads(last_line), **measured}
+
+
+def report(runs: list[dict], extra: dict) -> None:
+    header = ["run", "pairs", "tokenizer s", "prepare s", "lines/s", "first batch s", "wall s"]
+    header.append("peak RSS MiB")
+    rows = []
+    for r in runs:
+        r["lines_per_s"] = r["pairs"] / r["prepare_s"]
+        times = [r["tokenizer_s"], r["prepare_s"], r["lines_per_s"], r["first_batch_s"]]
+        cells = [f"{x:.1f}" for x in [*times, r["wall_s"]]]
+        rows.append([r["run"], str(r["pairs"]), *cells, f"{r['peak_rss_mib']:.0f}"])
+    print_table(header, rows)
+    by = {r["run"]: r for r in runs}
+    peak = max(by["big cold"]["peak_rss_mib"], by["big warm"]["peak_rss_mib"])
+    restart = by["big warm"]["first_batch_s"]
+    growth = by["big warm"]["peak_rss_mib"] - by["multi30k warm"]["peak_rss_mib"]
+    verdicts = {
+        "peak_rss": peak < TARGETS["peak_rss_mib"],
+        "cached_restart": restart < TARGETS["cached_restart_s"],
+    }
+    print(
+        f"peak RSS, preparation and training start: {peak:.0f} MiB "
+        f"(target < {TARGETS['peak_rss_mib']}): {'met' if verdicts['peak_rss'] else 'NOT met'}"
+    )
+    print(
+        f"cached restart to the first training batch: {restart:.1f} s (target < "
+        f"{TARGETS['cached_restart_s']:g}): {'met' if verdicts['cached_restart'] else 'NOT met'}"
+    )
+    print(f"training peak RSS, {by['1M warm']['pairs']} pairs minus Multi30k's: {growth:+.0f} MiB")
+    figures = {"runs": runs, "peak_rss_mib": round(peak), "cached_restart_s": round(restart, 1)}
+    figures |= {"rss_growth_mib": round(growth), "targets_met": verdicts}
+    print(json.dumps(figures | extra, default=str))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "corpus_scale")
+    p.add_argument("--data-dir", type=Path, default=MULTI30K)
+    p.add_argument("--pairs", type=int, default=1_000_000)
+    p.add_argument("--steps", type=int, default=10, help="training updates of each run")
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    work = args.work_dir.resolve()
+    big = work / "corpus" / "train"
+    build_corpus(big, args.pairs, args.data_dir)
+    for cache in ("cache-big", "cache-multi30k"):
+        shutil.rmtree(work / cache, ignore_errors=True)  # cold runs start from nothing
+    runs = [
+        run("big cold", big, work / "cache-big", work, args),
+        run("big warm", big, work / "cache-big", work, args),
+        run("multi30k cold", args.data_dir / "train", work / "cache-multi30k", work, args),
+        run("multi30k warm", args.data_dir / "train", work / "cache-multi30k", work, args),
+    ]
+    report(runs, {"threads": args.threads, "steps": args.steps, "code": git_state()})
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_run"]:
+        run_child(*sys.argv[2:])
+    else:
+        main()

@@ -1,0 +1,247 @@
+"""JoeyNMT 2.3.0, our measured peer: installed at run time into its own venv (never
+vendored), configured like one of our models, trained, and run to translate.
+
+Its token batches count padding and are not bucketed by length, so
+`match_training_batches` picks its batch size such that its batches hold as many
+real target tokens as ours.
+"""
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+import yaml
+
+from benchmarks.common import (
+    REPO,
+    child_env,
+    cpu_snapshot,
+    log,
+    others_cpu_since,
+    read_lines,
+    run_measured,
+    write_lines,
+)
+from seq2seq.batching import TokenBatchSampler, example_cost
+
+JOEY_VENV = REPO / ".cache" / "bench" / "joeynmt-venv"  # shared by the benchmarks
+JOEY_PACKAGES = ["torch==2.13.0", "joeynmt==2.3.0", "sentencepiece==0.2.0", "importlib_metadata"]
+
+
+def corpus_lengths(sp: spm.SentencePieceProcessor, prefix: Path, max_len: int) -> np.ndarray:
+    """(N, 2) source and target piece counts of the training pairs that both tools keep."""
+    src, tgt = (read_lines(Path(f"{prefix}.{lang}.gz")) for lang in ("de", "en"))
+    kept = [(s, t) for s, t in zip(src, tgt, strict=True) if s.strip() and t.strip()]
+    src, tgt = sp.encode([s for s, _ in kept]), sp.encode([t for _, t in kept])
+    lengths = np.array([(len(s), len(t)) for s, t in zip(src, tgt, strict=True)])
+    return lengths[(lengths <= max_len).all(axis=1)]
+
+
+def joey_batches(lengths: np.ndarray, batch_size: int, seed: int = 42) -> list[np.ndarray]:
+    """JoeyNMT's token batches: shuffled, unbucketed, closed at n * max(src+1, tgt+1) >= size."""
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    cost = np.maximum(lengths[:, 0], lengths[:, 1]) + 1
+    batches, start, longest = [], 0, 0
+    for i, index in enumerate(order):
+        longest = max(longest, cost[index])
+        if longest * (i + 1 - start) >= batch_size:
+            batches.append(order[start : i + 1])
+            start, longest = i + 1, 0
+    return batches + ([order[start:]] if start < len(order) else [])
+
+
+def match_training_batches(lengths: np.ndarray, max_tokens: int, seed: int) -> dict[str, Any]:
+    """JoeyNMT's token `batch_size` whose batches hold as many real target tokens as ours.
+
+    Real target tokens: non-pad target tokens, EOS included (what both tools train on).
+    Ours: `max_tokens` counts padding of max(src, tgt+1) per row, over length buckets.
+    Padded tokens are reported as each tool counts them.
+    """
+    costs = example_cost(lengths[:, 0], lengths[:, 1])
+    ours = [np.array(b) for b in TokenBatchSampler(costs, max_tokens, shuffle=True, seed=seed)]
+    low, high = 64, 16 * max_tokens
+    while high - low > 8:  # fewer, larger batches as the batch size grows
+        middle = (low + high) // 2
+        too_small = len(joey_batches(lengths, middle)) > len(ours)
+        low, high = (middle, high) if too_small else (low, middle)
+    joey, joey_costs = joey_batches(lengths, high), np.maximum(lengths[:, 0], lengths[:, 1]) + 1
+    real = int((lengths[:, 1] + 1).sum())
+    return {
+        "ours_max_tokens": max_tokens,
+        "joeynmt_batch_size": high,
+        "ours_batches_per_epoch": len(ours),
+        "joeynmt_batches_per_epoch": len(joey),
+        "ours_mean_real_tgt_tokens": round(real / len(ours)),
+        "joeynmt_mean_real_tgt_tokens": round(real / len(joey)),
+        "ours_mean_padded_tokens": round(np.mean([len(b) * costs[b].max() for b in ours])),
+        "joeynmt_mean_padded_tokens": round(np.mean([len(b) * joey_costs[b].max() for b in joey])),
+    }
+
+
+def ensure_joeynmt(venv: Path = JOEY_VENV) -> Path:
+    """The JoeyNMT venv's python; the venv is (re)made only when missing or broken."""
+    python = venv / "bin" / "python"
+    check = "import importlib.metadata as m, joeynmt, importlib_metadata; "
+    check += "assert (m.version('joeynmt'), m.version('sentencepiece')) == ('2.3.0', '0.2.0')"
+    if python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode:
+        log(f"{python.parents[1]} is broken: installing again")
+    elif python.exists():
+        return python
+    log(f"installing {' '.join(JOEY_PACKAGES)} into {python.parents[1]} (a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", python.parents[1]], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", *JOEY_PACKAGES], check=True)
+    return python
+
+
+def prepare_joeynmt(
+    data_dir: Path, sp: spm.SentencePieceProcessor, work: Path, data_hp: dict
+) -> tuple[Path, dict]:
+    """Plain-text train and val (it reads no gzip), the shared vocabulary, matched batches."""
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        for lang in ("de", "en"):
+            write_lines(
+                work / "data" / f"{split}.{lang}", read_lines(data_dir / f"{split}.{lang}.gz")
+            )
+    voc_file = work / "joeynmt" / "vocab.txt"
+    voc_file.parent.mkdir(exist_ok=True)
+    write_lines(voc_file, [sp.id_to_piece(i) for i in range(4, sp.get_piece_size())])  # no specials
+    log("matching JoeyNMT's token batches to ours on the training data")
+    lengths = corpus_lengths(sp, data_dir / "train", data_hp["max_len"])
+    batching = match_training_batches(lengths, data_hp["max_tokens"], data_hp["seed"])
+    val = [sp.encode(read_lines(data_dir / f"val.{lang}.gz")) for lang in ("de", "en")]
+    val_costs = example_cost(*(np.array([len(ids) for ids in side]) for side in val))
+    val_batches = len(TokenBatchSampler(val_costs, data_hp["max_tokens"], shuffle=False))
+    batching["val_batch_sentences"] = -(-len(val_costs) // val_batches)  # as many as ours
+    return voc_file, batching
+
+
+def joey_config(hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, batching: dict):
+    """A JoeyNMT training config for the architecture and optimizer in our hyperparameters."""
+    side = {"level": "bpe", "tokenizer_type": "sentencepiece", "voc_file": str(voc)}
+    side |= {"tokenizer_cfg": {"model_file": str(spm_file)}, "max_length": data_hp["max_len"]}
+    rnn = {"type": "recurrent", "rnn_type": hp["cell"], "hidden_size": hp["hidden_size"]}
+    rnn |= {"embeddings": {"embedding_dim": hp["embed_dim"]}, "dropout": hp["dropout"]}
+    data = {"train": str(work / "data" / "train"), "dev": str(work / "data" / "val")}
+    data |= {"dataset_type": "plain", "src": {"lang": "de", **side}, "trg": {"lang": "en", **side}}
+    training = {"optimizer": "adam", "learning_rate": hp["lr"], "clip_grad_norm": 1.0}
+    # A constant rate: 2.3.0 rejects a config without `scheduling` (though documented as
+    # constant), and `plateau` fails with torch 2.13. Exponential decay by 1.0 is constant.
+    training |= {"scheduling": "exponential", "decrease_factor": 1.0}
+    training |= {"label_smoothing": hp["label_smoothing"], "normalization": "tokens"}
+    training |= {"batch_size": batching["joeynmt_batch_size"], "batch_type": "token"}
+    # Validate as often as ours (once per epoch), keep the best by BLEU, never stop by itself.
+    every = max(10, round(batching["ours_batches_per_epoch"] / 10) * 10)
+    training |= {"validation_freq": every, "logging_freq": 10, "early_stopping_metric": "bleu"}
+    training |= {"epochs": 1000, "keep_best_ckpts": 1, "overwrite": True, "print_valid_sents": [0]}
+    # Embeddings start as ours do, N(0, 1) (PyTorch's default): with JoeyNMT's default
+    # (Xavier, ~0.016 std) it learned ~4x slower per update here (60 updates: accuracy
+    # 0.11 against 0.20). Other weights keep JoeyNMT's defaults.
+    model = {"embed_initializer": "normal", "embed_init_weight": 1.0}
+    encoder = {**rnn, "num_layers": hp["encoder_layers"], "bidirectional": hp["bidirectional"]}
+    decoder = {**rnn, "num_layers": hp["decoder_layers"], "hidden_dropout": hp["dropout"]}
+    decoder |= {"attention": hp["attention"], "input_feeding": True, "init_hidden": "bridge"}
+    testing = {"eval_metrics": ["bleu"], "beam_size": 1, "batch_type": "sentence"}
+    return {
+        "name": "bench",
+        "model_dir": str(work / "joeynmt" / "model"),
+        "use_cuda": False,
+        "data": data,
+        "training": training,
+        "testing": {**testing, "batch_size": batching["val_batch_sentences"]},
+        "model": {**model, "encoder": encoder, "decoder": decoder},
+    }
+
+
+def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None) -> dict:
+    """Train for `minutes` of wall time from its first epoch, then SIGINT (it saves and exits);
+    with `minutes` None, until its `training.updates` limit. -> checkpoint, steps, minutes."""
+    path, out = work / "joeynmt" / "train.yaml", work / "joeynmt" / "train.log"
+    path.write_text(yaml.safe_dump(cfg))
+    budget = f"{minutes:g} min" if minutes else f"{cfg['training']['updates']} updates"
+    log(f"training JoeyNMT for {budget} (log: {out})")
+    snapshot = cpu_snapshot()
+    with open(out, "wb") as f:
+        cmd = [python, "-m", "joeynmt", "train", path, "--skip-test"]
+        # SIGINT must raise KeyboardInterrupt in it, even if we were started with SIGINT ignored
+        # (as `cmd &` in a script does): Python keeps an inherited SIG_IGN.
+        default_sigint = partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+        proc = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, preexec_fn=default_sigint
+        )
+    usage = None  # its resource usage, once it has exited
+    while "EPOCH 1" not in out.read_text(errors="replace"):  # data and vocabulary loaded
+        if (usage := _reap(proc)) is not None:
+            raise RuntimeError(f"JoeyNMT training failed:\n{out.read_text()[-3000:]}")
+        time.sleep(0.2)
+    start = time.monotonic()
+    while usage is None and (minutes is None or time.monotonic() - start < minutes * 60):
+        usage = _reap(proc)
+        time.sleep(0.2)
+    if usage is None:
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 600
+    while usage is None and time.monotonic() < deadline:
+        usage = _reap(proc)
+        time.sleep(0.2)
+    if usage is None:
+        proc.kill()
+        raise RuntimeError(f"JoeyNMT ignored SIGINT for 10 minutes; killed (log: {out})")
+    spent = (time.monotonic() - start) / 60
+    latest = Path(cfg["model_dir"]) / "latest.ckpt"  # a link to <steps>.ckpt
+    stopped = "Interrupt at epoch" if minutes else "maximum num. of updates"
+    if proc.returncode != 0 or not latest.exists() or stopped not in out.read_text():
+        raise RuntimeError(f"JoeyNMT did not stop as expected:\n{out.read_text()[-3000:]}")
+    steps, others = int(latest.resolve().stem), others_cpu_since(snapshot)
+    result = {"checkpoint": str(latest.resolve()), "steps": steps, "minutes": round(spent, 2)}
+    return result | {"others_cpu_s": others, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _reap(proc: subprocess.Popen) -> resource.struct_rusage | None:
+    """The child's resource usage if it has exited (then reaped, its return code set), else
+    None. `os.wait4` keeps the usage that `Popen.poll` would discard."""
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def decode_joeynmt(
+    python: Path,
+    model_dir: Path,
+    src: Path,
+    out: Path,
+    beam: int,
+    batch: int,
+    threads: int,
+    checkpoint: str = "latest",
+) -> dict:
+    """`joeynmt translate` with `model_dir/<checkpoint>.ckpt` (best.ckpt if there is no
+    latest.ckpt), sources on stdin (its `-o` crashes), hypotheses from stdout."""
+    cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
+    cfg["model_dir"] = str(model_dir)
+    for side in ("src", "trg"):  # the copies in its model folder
+        side_cfg = cfg["data"][side]
+        side_cfg["voc_file"] = str(model_dir / f"{side}_vocab.txt")
+        model_file = Path(side_cfg["tokenizer_cfg"]["model_file"]).name
+        side_cfg["tokenizer_cfg"]["model_file"] = str(model_dir / model_file)
+    ckpt = model_dir / f"{checkpoint}.ckpt"
+    cfg["testing"] |= {"load_model": str(ckpt if ckpt.exists() else model_dir / "best.ckpt")}
+    cfg["testing"] |= {"beam_size": beam, "beam_alpha": 1.0 if beam > 1 else -1}
+    cfg["testing"] |= {"batch_size": batch, "batch_type": "sentence"}
+    (out / "translate.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [python, "-m", "joeynmt", "translate", out / "translate.yaml"]
+    env = child_env(threads, ours=False)
+    measured = run_measured(cmd, out / "stderr.log", stdin=src, stdout=out / "hyp.en", env=env)
+    took = re.findall(r"Generation took ([\d.]+)\[sec\]", (out / "stderr.log").read_text())
+    return {"decode_s": float(took[-1])} | measured
