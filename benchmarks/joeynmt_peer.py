@@ -226,8 +226,8 @@ def decode_joeynmt(
     threads: int,
     checkpoint: str = "latest",
 ) -> dict:
-    """`joeynmt translate` with `model_dir/<checkpoint>.ckpt` (best.ckpt if there is no
-    latest.ckpt), sources on stdin (its `-o` crashes), hypotheses from stdout."""
+    """`joeynmt translate` with `model_dir/<checkpoint>.ckpt` ("latest" or "best"; the other
+    if it is missing), sources on stdin (its `-o` crashes), hypotheses from stdout."""
     cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
     cfg["model_dir"] = str(model_dir)
     for side in ("src", "trg"):  # the copies in its model folder
@@ -236,7 +236,9 @@ def decode_joeynmt(
         model_file = Path(side_cfg["tokenizer_cfg"]["model_file"]).name
         side_cfg["tokenizer_cfg"]["model_file"] = str(model_dir / model_file)
     ckpt = model_dir / f"{checkpoint}.ckpt"
-    cfg["testing"] |= {"load_model": str(ckpt if ckpt.exists() else model_dir / "best.ckpt")}
+    if not ckpt.exists():
+        ckpt = model_dir / ("best.ckpt" if checkpoint == "latest" else "latest.ckpt")
+    cfg["testing"] |= {"load_model": str(ckpt)}
     cfg["testing"] |= {"beam_size": beam, "beam_alpha": 1.0 if beam > 1 else -1}
     cfg["testing"] |= {"batch_size": batch, "batch_type": "sentence"}
     (out / "translate.yaml").write_text(yaml.safe_dump(cfg))

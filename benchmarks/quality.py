@@ -63,7 +63,6 @@ def train_and_decode_ours(work: Path, src: Path, args: argparse.Namespace) -> di
     run_measured(cmd, work / "ours" / "translate.log", env=child_env(args.threads, ours=True))
     return {
         "updates": last["global_step"],
-        "epochs": last["epoch"] + 1,
         "checkpoint": str(best),
         "hyp": out,
         "train_peak_rss_mib": round(trained["peak_rss_mib"]),

@@ -71,7 +71,7 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     target = [clock.tokens[i][1] for i in timed]
     batch = clock.last_batch
     model = cli.model.model.train()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=ONEDNN_RNN_FLOPS) as counter:
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
         loss, _ = smoothed_cross_entropy(
             logits.flatten(0, 1), batch["tgt_out"].flatten(), smoothing=0.1, pad_id=model.pad_id
@@ -90,6 +90,20 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     hparams = {"model": dict(cli.model.hparams), "data": dict(cli.datamodule.hparams)}
     Path(out_dir, "hparams.json").write_text(json.dumps(hparams, default=str))
     print(json.dumps(figures))
+
+
+def _onednn_rnn_flops(input_shape, w_ih_shape, w_hh_shape, *args, **kwargs) -> int:
+    """FLOPs of `aten.mkldnn_rnn_layer`, PyTorch's CPU LSTM layer (oneDNN), which
+    FlopCounterMode does not know: both projections of every step, 2 per multiply-add."""
+    steps, batch = input_shape[0], input_shape[1]  # (S, B, I)
+    return 2 * steps * batch * w_ih_shape[0] * (w_ih_shape[1] + w_hh_shape[1])
+
+
+ONEDNN_RNN_FLOPS = {
+    torch.ops.aten.mkldnn_rnn_layer: _onednn_rnn_flops,
+    # the backward: gradients of the inputs and of the weights, twice the forward
+    torch.ops.aten.mkldnn_rnn_layer_backward: lambda *a, **k: 2 * _onednn_rnn_flops(*a, **k),
+}
 
 
 def measure_ours(config: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +146,7 @@ def measure_joeynmt(work: Path, spm_file: Path, args: argparse.Namespace) -> dic
     cfg = joey_config(hp, data_hp, work, spm_file, voc_file, batching)
     updates = JOEY_LOG_EVERY * (args.joeynmt_logs + 1)
     cfg["training"] |= {"updates": updates, "logging_freq": JOEY_LOG_EVERY}
-    cfg["training"]["validation_freq"] = updates + 1  # no validation while timed
+    cfg["training"]["validation_freq"] = updates + JOEY_LOG_EVERY  # none while timed
     start = time.perf_counter()
     trained = train_joeynmt(python, cfg, work, minutes=None)
     wall = time.perf_counter() - start
