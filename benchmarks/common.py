@@ -3,6 +3,7 @@
 import gzip
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def train_ours(out: Path, config: Path, minutes: float, overrides: list[str]) ->
     cmd += ["--checkpoint.dirpath", out / "checkpoints", "--trainer.default_root_dir", out]
     cmd += ["--trainer.logger.init_args.save_dir", out]
     log(f"training ours ({config.name}) for {max_time} (log: {out}/train.log)")
-    subprocess.run(["rm", "-rf", str(out)], check=True)
+    shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     measured = run_measured(cmd, out / "train.log", env={**os.environ, "PYTHONPATH": str(REPO)})
     return {"checkpoint": out / "checkpoints" / "last.ckpt", **measured}

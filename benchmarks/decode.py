@@ -45,7 +45,7 @@ from benchmarks.joeynmt_peer import (
     train_joeynmt,
 )
 from seq2seq.batching import TokenBatchSampler
-from seq2seq.translator import BATCH_TOKENS
+from seq2seq.translator import BATCH_TOKENS, source_budget
 
 CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 # A constant learning rate over the short budget; no test run (this benchmark decodes it).
@@ -75,12 +75,6 @@ def decode_ours(ckpt: Path, src: Path, out: Path, beam: int, args: argparse.Name
     env = child_env(args.threads, ours=True)
     measured = run_measured(cmd, out / "stderr.log", stdout=out / "result.json", env=env)
     return json.loads((out / "result.json").read_text()) | measured
-
-
-# -- batch sizes -----------------------------------------------------------------------------
-
-
-# -- JoeyNMT ---------------------------------------------------------------------------------
 
 
 # -- running and reporting -------------------------------------------------------------------
@@ -198,7 +192,7 @@ def main() -> None:
     sp = spm.SentencePieceProcessor(model_file=str(spm_file))
     lengths = [max(len(ids), 1) for ids in sp.encode(sources)]  # as Translator batches them
     ours_batches = {  # as Translator batches them: batch_tokens // beam size source tokens
-        beam: len(TokenBatchSampler(lengths, args.batch_tokens // beam, shuffle=False))
+        beam: len(TokenBatchSampler(lengths, source_budget(args.batch_tokens, beam, lengths)))
         for beam in (1, args.beam_size)
     }
     joey_batch = {  # as many sentences per batch as ours, on average

@@ -6,6 +6,7 @@ Its token batches count padding and are not bucketed by length, so
 real target tokens as ours.
 """
 
+import math
 import os
 import re
 import resource
@@ -162,7 +163,9 @@ def joey_config(hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, 
     }
 
 
-def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None) -> dict:
+def train_joeynmt(
+    python: Path, cfg: dict, work: Path, minutes: float | None, env: dict | None = None
+) -> dict:
     """Train for `minutes` of wall time from its first epoch, then SIGINT (it saves and exits);
     with `minutes` None, until its `training.updates` limit. -> checkpoint, steps, minutes."""
     path, out = work / "joeynmt" / "train.yaml", work / "joeynmt" / "train.log"
@@ -176,7 +179,7 @@ def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None) ->
         # (as `cmd &` in a script does): Python keeps an inherited SIG_IGN.
         default_sigint = partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
         proc = subprocess.Popen(
-            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, preexec_fn=default_sigint
+            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, env=env, preexec_fn=default_sigint
         )
     usage = None  # its resource usage, once it has exited
     while "EPOCH 1" not in out.read_text(errors="replace"):  # data and vocabulary loaded
@@ -184,15 +187,10 @@ def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None) ->
             raise RuntimeError(f"JoeyNMT training failed:\n{out.read_text()[-3000:]}")
         time.sleep(0.2)
     start = time.monotonic()
-    while usage is None and (minutes is None or time.monotonic() - start < minutes * 60):
-        usage = _reap(proc)
-        time.sleep(0.2)
+    usage = _wait(proc, math.inf if minutes is None else minutes * 60)
     if usage is None:
         proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 600
-    while usage is None and time.monotonic() < deadline:
-        usage = _reap(proc)
-        time.sleep(0.2)
+        usage = _wait(proc, 600)
     if usage is None:
         proc.kill()
         raise RuntimeError(f"JoeyNMT ignored SIGINT for 10 minutes; killed (log: {out})")
@@ -204,6 +202,14 @@ def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None) ->
     steps, others = int(latest.resolve().stem), others_cpu_since(snapshot)
     result = {"checkpoint": str(latest.resolve()), "steps": steps, "minutes": round(spent, 2)}
     return result | {"others_cpu_s": others, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> resource.struct_rusage | None:
+    """Wait up to `seconds` for the child to exit; -> its resource usage, or None."""
+    deadline = time.monotonic() + seconds
+    while (usage := _reap(proc)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return usage
 
 
 def _reap(proc: subprocess.Popen) -> resource.struct_rusage | None:

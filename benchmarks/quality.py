@@ -9,11 +9,14 @@ input feeding, dropout 0.3, label smoothing 0.1, Adam 1e-3, clipping 1.0) on the
 same SentencePiece model, with token batches holding as many real target tokens,
 for the same wall-clock minutes counted from the first training batch (data
 preparation excluded; validation included, once per epoch for both). Ours keeps
-its config's plateau schedule; JoeyNMT's plateau scheduler fails with torch 2.13,
-so it gets a constant rate. Each side's best checkpoint by validation BLEU
-decodes test_2016_flickr with beam 5; sacrebleu scores the detokenized, cased
-output. JoeyNMT is installed at run time into `.cache/bench/joeynmt-venv`, never
-vendored. Output: a table, the signatures, then one JSON line.
+its config's plateau schedule and early stopping (patience 4, which can only
+shorten its time); JoeyNMT's plateau scheduler fails with torch 2.13, so it gets
+a constant rate. Each side's best checkpoint by validation BLEU decodes
+test_2016_flickr with beam 5 and its own length normalization at alpha 1 (ours:
+log-prob / length; JoeyNMT: log-prob / ((5 + length) / 6)); sacrebleu scores the
+detokenized, cased output. JoeyNMT is installed at run time into
+`.cache/bench/joeynmt-venv`, never vendored. Output: a table, the signatures,
+then one JSON line.
 """
 
 import argparse
@@ -69,10 +72,12 @@ def train_and_decode_ours(work: Path, src: Path, args: argparse.Namespace) -> di
     }
 
 
-def train_and_decode_joeynmt(work: Path, src: Path, args: argparse.Namespace) -> dict[str, Any]:
+def train_and_decode_joeynmt(
+    work: Path, src: Path, ours_checkpoint: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """JoeyNMT on our checkpoint's settings and SentencePiece model."""
     python = ensure_joeynmt()
-    best = sorted((work / "ours" / "checkpoints").glob("best-*.ckpt"))[-1]
-    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(ours_checkpoint, map_location="cpu", weights_only=True)
     hp, data_hp = checkpoint["hyper_parameters"], checkpoint["datamodule_hyper_parameters"]
     spm_file = work / "spm.model"
     spm_file.write_bytes(checkpoint["tokenizer"]["src"])  # joint: the same model both sides
@@ -107,19 +112,20 @@ def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
     }
 
 
+def _row(side: str, result: dict[str, Any], minutes: float) -> list[str]:
+    scores = [f"{result['bleu']:.2f}", f"{result['chrf']:.2f}"]
+    rss = str(result["train_peak_rss_mib"])
+    return [side, f"{minutes:g}", str(result["updates"]), *scores, rss]
+
+
 def report(results: dict[str, dict], extra: dict) -> None:
     header = ["side", "minutes", "updates", "test BLEU", "chrF", "train RSS MiB"]
-    rows = [
-        [side, f"{extra['minutes']:g}", str(r["updates"]), f"{r['bleu']:.2f}", f"{r['chrf']:.2f}"]
-        for side, r in results.items()
-    ]
-    for row, r in zip(rows, results.values(), strict=True):
-        row.append(str(r["train_peak_rss_mib"]))
+    rows = [_row(side, r, extra["minutes"]) for side, r in results.items()]
     print_table(header, rows)
     any_side = next(iter(results.values()))
     print(f"BLEU signature: {any_side['bleu_signature']}")
     print(f"chrF signature: {any_side['chrf_signature']}")
-    figures: dict[str, Any] = {side: r for side, r in results.items()} | extra
+    figures: dict[str, Any] = dict(results) | extra
     if "joeynmt" in results:
         gain = results["ours"]["bleu"] - results["joeynmt"]["bleu"]
         met = gain >= TARGET_GAIN
@@ -151,7 +157,8 @@ def main() -> None:
     refs = read_lines(Path(f"{test}.en.gz"))
     results = {"ours": train_and_decode_ours(work, src, args)}
     if not args.no_joeynmt:
-        results["joeynmt"] = train_and_decode_joeynmt(work, src, args)
+        ours_checkpoint = results["ours"]["checkpoint"]
+        results["joeynmt"] = train_and_decode_joeynmt(work, src, ours_checkpoint, args)
     for result in results.values():
         result |= score(result.pop("hyp"), refs)
     report(results, {"minutes": args.minutes, "beam": BEAM, "code": git_state()})

@@ -74,7 +74,10 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     with FlopCounterMode(display=False, custom_mapping=ONEDNN_RNN_FLOPS) as counter:
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
         loss, _ = smoothed_cross_entropy(
-            logits.flatten(0, 1), batch["tgt_out"].flatten(), smoothing=0.1, pad_id=model.pad_id
+            logits.flatten(0, 1),
+            batch["tgt_out"].flatten(),
+            smoothing=cli.model.hparams.label_smoothing,
+            pad_id=model.pad_id,
         )
         loss.backward()
     figures = {
@@ -148,7 +151,7 @@ def measure_joeynmt(work: Path, spm_file: Path, args: argparse.Namespace) -> dic
     cfg["training"] |= {"updates": updates, "logging_freq": JOEY_LOG_EVERY}
     cfg["training"]["validation_freq"] = updates + JOEY_LOG_EVERY  # none while timed
     start = time.perf_counter()
-    trained = train_joeynmt(python, cfg, work, minutes=None)
+    trained = train_joeynmt(python, cfg, work, None, child_env(args.threads, ours=False))
     wall = time.perf_counter() - start
     lines = (work / "joeynmt" / "train.log").read_text(errors="replace")
     rates = [float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", lines)]
@@ -221,7 +224,7 @@ def report(ours: dict[str, dict], joey: dict | None, matmul: float, extra: dict)
         )
     if joey is not None and main is not None:
         ratio = main["tgt_tok_s_median"] / joey["tgt_tok_s_median"]
-        rss_ok = joey["peak_rss_mib"] is None or main["peak_rss_mib"] <= joey["peak_rss_mib"]
+        rss_ok = main["peak_rss_mib"] <= joey["peak_rss_mib"]
         met = ratio >= TARGETS["joeynmt_ratio"] and rss_ok
         print(
             f"ours/JoeyNMT target tokens/s (GRU + Bahdanau): {ratio:.2f}x "

@@ -130,10 +130,10 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One step: (B*K,) previous tokens, K per memory row -> (B*K, V) logits, new state,
         (B*K, S) attention or None."""
-        embedded = self.dropout(self.embed(prev_tokens))  # (B, E)
+        embedded = self.dropout(self.embed(prev_tokens))  # (B*K, E)
         if self.attention is None:
             outputs, state = self._fixed_context_steps(embedded.unsqueeze(1), memory, state)
-            output, weights = outputs.squeeze(1), None  # (B, H)
+            output, weights = outputs.squeeze(1), None  # (B*K, H)
         else:
             output, state, weights = self._attention_step(embedded, memory, state)
         return self.output(self.dropout(output)), state, weights

@@ -99,6 +99,8 @@ class Encoder(nn.Module):
         O(S^2) memory traffic that took a fifth of a training step. Here the forward
         direction runs over the padded batch as it is (padding comes after each sentence),
         the backward one over each sentence reversed in place (padding still after it).
+        Each layer and direction runs through `torch._VF`, as `nn.RNNBase.forward` does
+        (a private API: tests/test_encoder.py checks this path against the packed one).
         """
         batch, length, _ = embedded.shape
         positions = torch.arange(length, device=embedded.device)  # (S,)

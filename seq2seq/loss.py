@@ -43,7 +43,9 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         # gs·(p - q) + gn·(p - onehot(y)) at non-pad rows:
         # (gs + gn)·p - gs·ε/V - (gs·(1 - ε) + gn)·onehot(y)
         real = real.to(log_probs.dtype).unsqueeze(1)  # (N, 1)
-        grad = log_probs.exp_()  # (N, V) p, in the saved buffer: backward runs once
+        # (N, V) p, in the saved buffer: a second backward (retain_graph) fails autograd's
+        # version check instead of reading it
+        grad = log_probs.exp_()
         grad.mul_((grad_smoothed + grad_nll) * real).sub_(grad_smoothed * eps / vocab * real)
         at_target = -(grad_smoothed * (1 - eps) + grad_nll) * real  # (N, 1)
         grad.scatter_add_(1, targets.unsqueeze(1), at_target)

@@ -45,6 +45,11 @@ EMPTY = Translation("", 0.0, 0.0, [], None)
 BATCH_TOKENS = 10000
 
 
+def source_budget(batch_tokens: int, beam_size: int, lengths: list[int]) -> int:
+    """Source tokens per batch: `batch_tokens` // beam size, at least the longest sentence."""
+    return max([batch_tokens // beam_size, *lengths])
+
+
 class Translator:
     """A trained model with its SentencePiece models, translating batches of raw sentences.
 
@@ -132,7 +137,7 @@ class Translator:
         todo = [i for i, ids in enumerate(source_ids) if ids]
         results = [[EMPTY] * nbest for _ in sentences]
         lengths = [len(source_ids[i]) for i in todo]
-        budget = max([batch_tokens // beam_size, *lengths])  # source tokens
+        budget = source_budget(batch_tokens, beam_size, lengths)
         with tqdm(total=len(sentences), unit="sent", disable=not progress) as bar:
             bar.update(len(sentences) - len(todo))
             for batch in TokenBatchSampler(lengths, budget, shuffle=False):
