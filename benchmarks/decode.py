@@ -140,6 +140,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--train-minutes", type=float, default=5.0, help="training budget per side")
     p.add_argument("--checkpoint", type=Path, help="our checkpoint (then ours is not trained)")
     p.add_argument("--joeynmt-model-dir", type=Path, help="a trained JoeyNMT model folder")
+    p.add_argument(
+        "--joeynmt-checkpoint",
+        choices=["latest", "best"],
+        default="latest",
+        help="which of its checkpoints decodes (best: by validation BLEU)",
+    )
     p.add_argument("--compare-joeynmt", action="store_true", help="run JoeyNMT 2.3.0 too")
     p.add_argument(
         "--joeynmt-same-steps",
@@ -230,7 +236,9 @@ def main() -> None:
 
         def joey(out: Path, beam: int) -> dict:
             batch = joey_batch[beam]
-            return decode_joeynmt(python, model_dir, src_file, out, beam, batch, args.threads)
+            return decode_joeynmt(
+                python, model_dir, src_file, out, beam, batch, args.threads, args.joeynmt_checkpoint
+            )
 
         runs += decode_both_modes("joeynmt", joey, work, refs, args)
     report(runs, extra)
