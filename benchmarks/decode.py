@@ -173,6 +173,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    code = git_state()  # the code that runs, before any edit meanwhile
     work = args.work_dir.resolve()
     (work / "data").mkdir(parents=True, exist_ok=True)
     test = args.data_dir / "test_2016_flickr"
@@ -209,7 +210,7 @@ def main() -> None:
     training |= {"ours_schedule": hp["schedule"]}
     decoding = {"ours_batch_tokens": args.batch_tokens, "ours_batches": ours_batches}
     decoding |= {"joeynmt_batch_sentences": joey_batch, "threads": args.threads}
-    extra: dict[str, Any] = {"sentences": len(sources), "code": git_state()}
+    extra: dict[str, Any] = {"sentences": len(sources), "code": code}
     extra["reference_mean_len_words"] = round(sum(len(r.split()) for r in refs) / len(refs), 2)
     extra |= {"training": training, "decoding": decoding}
     del checkpoint

@@ -149,6 +149,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    code = git_state()  # the code that runs, before any edit meanwhile
     work = args.work_dir.resolve()
     (work / "data").mkdir(parents=True, exist_ok=True)
     test = args.data_dir / "test_2016_flickr"
@@ -161,7 +162,7 @@ def main() -> None:
         results["joeynmt"] = train_and_decode_joeynmt(work, src, ours_checkpoint, args)
     for result in results.values():
         result |= score(result.pop("hyp"), refs)
-    report(results, {"minutes": args.minutes, "beam": BEAM, "code": git_state()})
+    report(results, {"minutes": args.minutes, "beam": BEAM, "code": code})
 
 
 if __name__ == "__main__":

@@ -255,6 +255,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    code = git_state()  # the code that runs, before any edit meanwhile
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     matmul = matmul_flops(args.threads)
@@ -267,7 +268,7 @@ def main() -> None:
             raise SystemExit(f"--compare-joeynmt needs {CONFIGS[0]} among --configs")
         joey = measure_joeynmt(work, spm_file, args)
     extra = {"threads": args.threads, "warmup": args.warmup, "steps": args.steps}
-    report(ours, joey, matmul, extra | {"code": git_state()})
+    report(ours, joey, matmul, extra | {"code": code})
 
 
 if __name__ == "__main__":
