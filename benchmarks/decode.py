@@ -3,6 +3,7 @@
     python benchmarks/decode.py                             # train ours 5 min, decode both ways
     python benchmarks/decode.py --compare-joeynmt           # ... and JoeyNMT, same budget, ratios
     python benchmarks/decode.py --checkpoint runs/x/checkpoints/last.ckpt --limit 50
+    python benchmarks/decode.py --compare-joeynmt --precision 32 bf16   # ours also in bf16
 
 Each (side, mode) decodes in a fresh process: decoding alone is timed (model
 loading excluded), and the process's wall time and peak RSS (`ru_maxrss` from
@@ -51,27 +52,33 @@ CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 # A constant learning rate over the short budget; no test run (this benchmark decodes it).
 SHORT_RUN = ["--model.schedule", "constant", "--data.test", "null"]
 TARGETS = {"greedy": 2.0, "beam": 3.0}  # ours / JoeyNMT sentences per second, at BLEU >= theirs
+OURS = {"32": "ours", "bf16": "ours-bf16"}  # side names by --precision; targets count "ours"
 
 
 # -- ours ------------------------------------------------------------------------------------
 
 
-def decode_ours_child(ckpt: str, src: str, hyp: str, beam: str, batch_tokens: str) -> None:
+def decode_ours_child(
+    ckpt: str, src: str, hyp: str, beam: str, batch_tokens: str, precision: str
+) -> None:
     """In a fresh process: translate `src` into `hyp`; print the decoding seconds as JSON."""
     from seq2seq.translator import Translator
 
     translator = Translator.from_checkpoint(ckpt, device="cpu")
     sentences = read_lines(Path(src))
+    options = {"beam_size": int(beam), "batch_tokens": int(batch_tokens), "precision": precision}
     start = time.perf_counter()
-    hyps = translator.translate(sentences, beam_size=int(beam), batch_tokens=int(batch_tokens))
+    hyps = translator.translate(sentences, **options)
     seconds = time.perf_counter() - start
     write_lines(Path(hyp), hyps)
     print(json.dumps({"decode_s": seconds}))
 
 
-def decode_ours(ckpt: Path, src: Path, out: Path, beam: int, args: argparse.Namespace) -> dict:
+def decode_ours(
+    ckpt: Path, src: Path, out: Path, beam: int, precision: str, args: argparse.Namespace
+) -> dict:
     cmd = [sys.executable, __file__, "_decode_ours", ckpt, src, out / "hyp.en", beam]
-    cmd += [args.batch_tokens]
+    cmd += [args.batch_tokens, precision]
     env = child_env(args.threads, ours=True)
     measured = run_measured(cmd, out / "stderr.log", stdout=out / "result.json", env=env)
     return json.loads((out / "result.json").read_text()) | measured
@@ -113,19 +120,25 @@ def report(runs: list[dict], extra: dict) -> None:
     print_table(header, rows)
     by = {(r["side"], r["mode"]): r for r in runs}
     ratios, met, comparable = {}, {}, {}
-    for mode, target in TARGETS.items():
-        if ("joeynmt", mode) in by:
-            ours, joey = by["ours", mode], by["joeynmt", mode]
-            ratios[mode] = round(ours["sent_per_s"] / joey["sent_per_s"], 2)
-            met[mode] = ratios[mode] >= target and ours["bleu"] >= joey["bleu"]
+    for side in OURS.values():
+        for mode, target in TARGETS.items():
+            if (side, mode) not in by or ("joeynmt", mode) not in by:
+                continue
+            ours, joey = by[side, mode], by["joeynmt", mode]
+            key = mode if side == "ours" else f"{side} {mode}"
+            ratios[key] = round(ours["sent_per_s"] / joey["sent_per_s"], 2)
+            if side == "ours":
+                met[key] = ratios[key] >= target and ours["bleu"] >= joey["bleu"]
             # Speed follows output length: a ratio means little when the lengths differ.
             gap = abs(ours["mean_len_words"] - joey["mean_len_words"])
-            comparable[mode] = gap <= 0.2 * extra["reference_mean_len_words"]
+            comparable[key] = gap <= 0.2 * extra["reference_mean_len_words"]
+            verdict = "met" if met.get(key) else "NOT met"
+            if side != "ours":
+                verdict = "not counted (the targets are for fp32)"
             print(
-                f"{mode}: ours/JoeyNMT {ratios[mode]:.2f}x sentences/s (target {target:g}x), "
-                f"BLEU {ours['bleu']:.2f} vs {joey['bleu']:.2f}: "
-                + ("met" if met[mode] else "NOT met")
-                + ("" if comparable[mode] else " (output lengths differ by over 20%: no verdict)")
+                f"{key}: {side}/JoeyNMT {ratios[key]:.2f}x sentences/s (target {target:g}x), "
+                f"BLEU {ours['bleu']:.2f} vs {joey['bleu']:.2f}: {verdict}"
+                + ("" if comparable[key] else " (output lengths differ by over 20%: no verdict)")
             )
     for key, value in extra.items():
         print(f"{key}: {json.dumps(value)}")
@@ -164,6 +177,13 @@ def parse_args() -> argparse.Namespace:
         type=int,
         help="its decoding batch, in sentences "
         "(default: as many sentences per batch as ours on average, in each mode)",
+    )
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["32", "bf16"],
+        default=["32"],
+        help="ours decodes in each (translate.py --precision); 32 is the one the targets count",
     )
     p.add_argument("--limit", type=int, help="decode only the first N test sentences")
     p.add_argument("--repeats", type=int, default=3, help="decoding runs each; the fastest counts")
@@ -215,10 +235,13 @@ def main() -> None:
     extra |= {"training": training, "decoding": decoding}
     del checkpoint
 
-    def ours(out: Path, beam: int) -> dict:
-        return decode_ours(ckpt, src_file, out, beam, args)
+    runs = []
+    for precision in dict.fromkeys(args.precision):
 
-    runs = decode_both_modes("ours", ours, work, refs, args)
+        def ours(out: Path, beam: int, precision: str = precision) -> dict:
+            return decode_ours(ckpt, src_file, out, beam, precision, args)
+
+        runs += decode_both_modes(OURS[precision], ours, work, refs, args)
     if args.compare_joeynmt:
         python = ensure_joeynmt()
         model_dir = args.joeynmt_model_dir

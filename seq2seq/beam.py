@@ -1,7 +1,7 @@
 """The beams of a batch and the steps of beam search (`seq2seq.search.beam_search`).
 
-Shapes: B' sentences still being searched, K beam, N n-best or hypotheses, V target
-vocabulary, S source length, t tokens generated so far.
+Shapes: B' sentences still being searched, K beam, N n-best or hypotheses, R open
+beam rows, V target vocabulary, S source length, t tokens generated so far.
 """
 
 import math
@@ -47,6 +47,12 @@ class Beams:
             self.top_finished[keep],
         )
 
+    def live_rows(self) -> Tensor:
+        """(R,) rows of the beams still open. A beam is closed (score -inf) at the first
+        step but for beam 0, and for one step after its slot got a candidate that ended in
+        EOS or none at all (fewer than K allowed extensions)."""
+        return self.scores.view(-1).isfinite().nonzero().squeeze(1)
+
     def too_short(self) -> Tensor:
         """(B'*K,) whether each beam row must not end yet."""
         return (self.tokens.size(1) < self.min_lens).repeat_interleave(self.scores.size(1))
@@ -86,15 +92,19 @@ class Finished(NamedTuple):
     attention: Tensor | None  # (N, t + ended, S)
 
 
-def top_candidates(scores: Tensor, log_probs: Tensor) -> Candidates:
-    """(B', K) beam scores and (B'*K, V) log-probs -> the K best extensions of each sentence.
+def top_candidates(scores: Tensor, log_probs: Tensor, live: Tensor) -> Candidates:
+    """(B', K) beam scores and (R, V) log-probs of the open beams, rows `live` (R,) of the
+    B'*K -> the K best extensions of each sentence (closed beams have none: -inf).
 
     The K best of a sentence's K * V extensions are among the k = min(K, V) best of each
     beam's own V, so those are found first: the sum is (B', K, k), not (B', K, V).
     """
     batch, beam_size = scores.shape
     per_beam = min(beam_size, log_probs.size(1))  # k
-    token_lp, token = log_probs.topk(per_beam, dim=1)  # (B'*K, k)
+    live_lp, live_token = log_probs.topk(per_beam, dim=1)  # (R, k)
+    token_lp = live_lp.new_full((batch * beam_size, per_beam), -math.inf)  # (B'*K, k)
+    token_lp.index_copy_(0, live, live_lp)  # closed rows keep -inf, and a dummy token 0
+    token = live_token.new_zeros((batch * beam_size, per_beam)).index_copy_(0, live, live_token)
     total = scores.unsqueeze(2) + token_lp.view(batch, beam_size, per_beam)  # (B', K, k)
     top, index = total.view(batch, -1).topk(beam_size, dim=1)  # (B', K)
     tokens = token.view(batch, -1).gather(1, index)  # (B', K)

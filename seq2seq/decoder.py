@@ -123,20 +123,24 @@ class Decoder(nn.Module):
                 output, state, _ = self._attention_step(step_input, memory, state)
                 per_step.append(output)
             outputs = torch.stack(per_step, dim=1)  # (B, T, H)
-        return self.output(self.dropout(outputs))  # (B, T, V)
+        return self.logits(outputs)  # (B, T, V)
+
+    def logits(self, outputs: Tensor) -> Tensor:
+        """(..., H) decoder outputs -> (..., V) next-token logits."""
+        return self.output(self.dropout(outputs))
 
     def step(
         self, prev_tokens: Tensor, memory: Memory, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """One step: (B*K,) previous tokens, K per memory row -> (B*K, V) logits, new state,
-        (B*K, S) attention or None."""
+        """One step: (B*K,) previous tokens, K per memory row -> (B*K, H) outputs (see
+        `logits`), new state, (B*K, S) attention or None."""
         embedded = self.dropout(self.embed(prev_tokens))  # (B*K, E)
         if self.attention is None:
             outputs, state = self._fixed_context_steps(embedded.unsqueeze(1), memory, state)
             output, weights = outputs.squeeze(1), None  # (B*K, H)
         else:
             output, state, weights = self._attention_step(embedded, memory, state)
-        return self.output(self.dropout(output)), state, weights
+        return output, state, weights
 
     def _fixed_context_steps(
         self, embedded: Tensor, memory: Memory, state: DecoderState

@@ -1,4 +1,5 @@
-"""The encoder-decoder: one interface for training (`forward`) and search (`encode`, `decode_step`).
+"""The encoder-decoder: one interface for training (`forward`) and search (`encode`, `decode_step`,
+`log_probs`).
 
 Shapes: B batch, S source length, T target length, V target vocabulary.
 """
@@ -102,10 +103,13 @@ class Seq2Seq(nn.Module):
     def decode_step(
         self, memory: Memory, state: DecoderState, prev_tokens: Tensor
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """(B*K,) previous tokens, K rows per memory row -> (B*K, V) log-probabilities, new
-        state, (B*K, S) attention or None."""
-        logits, state, weights = self.decoder.step(prev_tokens, memory, state)
-        return torch.log_softmax(logits.float(), dim=-1), state, weights
+        """(B*K,) previous tokens, K rows per memory row -> (B*K, H) decoder outputs (what
+        `log_probs` scores), new state, (B*K, S) attention or None."""
+        return self.decoder.step(prev_tokens, memory, state)
+
+    def log_probs(self, outputs: Tensor) -> Tensor:
+        """(N, H) decoder outputs -> (N, V) log-probabilities of the next token."""
+        return torch.log_softmax(self.decoder.logits(outputs).float(), dim=-1)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced: (B, S) source, (B,) lengths, (B, T) BOS + target -> (B, T, V) logits."""

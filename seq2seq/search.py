@@ -1,13 +1,15 @@
-"""Greedy and beam search over any model with `encode` and `decode_step`.
+"""Greedy and beam search over any model with `encode`, `decode_step` and `log_probs`.
 
-Shapes: B batch, B' sentences still being searched, K beam, N n-best, V target
-vocabulary, S source length, T most output steps, t tokens generated so far.
+Shapes: B batch, B' sentences still being searched, K beam, N n-best or rows, R open
+beam rows, V target vocabulary, F decoder output size, S source length, T most output
+steps, t tokens generated so far.
 
-Both searches are batched: each time step runs one `decode_step` over every live
-sentence (and beam), and a sentence leaves the batch as soon as it is done. A
-hypothesis never contains padding, BOS or EOS. Its `log_prob` is the sum of the
-model's log-probabilities of its tokens, EOS included when it ended in EOS; its
-`score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`). Its
+Both searches are batched: each time step runs one `decode_step` over all K beam rows
+of every sentence still searched (K = 1 in greedy search), and a sentence leaves the
+batch as soon as it is done; beam search then scores (`log_probs`) only the rows of
+beams still open. A hypothesis never contains padding, BOS or EOS. Its `log_prob` is
+the sum of the model's log-probabilities of its tokens, EOS included when it ended in
+EOS; its `score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`).
 With `return_attention=True`, `attention` holds the decoder's weights over the
 sentence's true source for each output token, EOS included (None for a model
 without attention, and by default: keeping it costs time and memory).
@@ -57,10 +59,17 @@ class Searchable(Protocol[M, St]):
     def decode_step(
         self, memory: M, state: St, prev_tokens: Tensor
     ) -> tuple[Tensor, St, Tensor | None]:
-        """(B*K,) tokens -> (B*K, V) log-probs, state, (B*K, S) attention or None.
+        """(B*K,) tokens -> (B*K, F) outputs, state, (B*K, S) attention or None.
 
         The state and tokens have K consecutive rows per memory row: K = 1 in greedy
         search, the beam size in beam search.
+        """
+
+    def log_probs(self, outputs: Tensor) -> Tensor:
+        """(N, F) rows of `decode_step` outputs -> (N, V) log-probs of the next token.
+
+        Apart from `decode_step` so that beam search skips the rows of closed beams in
+        this step, the costliest one (the output projection).
         """
 
 
@@ -209,7 +218,8 @@ def greedy_search(
     rows = torch.arange(batch, device=src.device)  # (B',) sentence of each live row
     prev = src.new_full((batch,), model.bos_id)  # (B',)
     for step in range(longest):
-        log_probs, state, weights = model.decode_step(memory, state, prev)  # (B', V), (B', S)
+        outputs, state, weights = model.decode_step(memory, state, prev)  # (B', F), (B', S)
+        log_probs = model.log_probs(outputs)  # (B', V)
         weights = weights if return_attention else None
         too_short = step < min_lens[rows] if min_len > 0 else None  # (B',)
         log_probs = _constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
@@ -299,11 +309,13 @@ def beam_search(
     prev = src.new_full((batch * beam_size,), model.bos_id)  # (B'*K,)
     finished: list[Finished] = []
     for _ in range(longest):
-        log_probs, state, weights = model.decode_step(memory, state, prev)  # (B'*K, V), (B'*K, S)
+        outputs, state, weights = model.decode_step(memory, state, prev)  # (B'*K, F), (B'*K, S)
         weights = weights if return_attention else None
-        too_short = beams.too_short() if min_len > 0 else None
-        log_probs = _constrain(log_probs, beams.tokens, too_short, model, no_repeat_ngram)
-        candidates = top_candidates(beams.scores, log_probs)
+        live = beams.live_rows()  # (R,)
+        log_probs = model.log_probs(outputs[live])  # (R, V)
+        too_short = beams.too_short()[live] if min_len > 0 else None
+        log_probs = _constrain(log_probs, beams.tokens[live], too_short, model, no_repeat_ngram)
+        candidates = top_candidates(beams.scores, log_probs, live)
         ended, ended_scores = collect_eos(beams, candidates, weights, model.eos_id, penalties)
         beams.note_finished(ended_scores)
         beams, reorder = extend(beams, without_eos(candidates, model.eos_id), weights)

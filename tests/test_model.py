@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from torch import Tensor
 
 from seq2seq.model import Seq2Seq, build_model
 
@@ -42,7 +43,8 @@ def test_shapes(cell: str, attention: str) -> None:
     memory, state = model.encode(src, src_lengths)
     assert memory.states.shape == (3, 5, 32)  # bidirectional: 2 * hidden
     assert state.hidden.shape == (2, 3, 16)
-    log_probs, state, weights = model.decode_step(memory, state, tgt_in[:, 0])
+    outputs, state, weights = model.decode_step(memory, state, tgt_in[:, 0])
+    log_probs = model.log_probs(outputs)
     assert log_probs.shape == (3, TGT_VOCAB)
     torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(3))
     if attention == "none":
@@ -74,15 +76,42 @@ def test_decode_steps_equal_teacher_forcing(cell: str, attention: str) -> None:
     expected = torch.log_softmax(model(src, src_lengths, tgt_in), dim=-1)  # (B, T, V)
     memory, state = model.encode(src, src_lengths)
     for t in range(tgt_in.size(1)):
-        log_probs, state, _ = model.decode_step(memory, state, tgt_in[:, t])
+        outputs, state, _ = model.decode_step(memory, state, tgt_in[:, t])
+        log_probs = model.log_probs(outputs)
         torch.testing.assert_close(log_probs, expected[:, t])
+
+
+@pytest.mark.parametrize(("cell", "attention"), COMBINATIONS)
+def test_bf16_autocast_log_probs_stay_fp32_and_close(cell: str, attention: str) -> None:
+    """What translate.py --precision bf16 runs: search (in inference mode) under bfloat16
+    autocast. The decoder computes in bfloat16, the log-probs come back in float32."""
+    model = tiny_model(cell, attention)
+    src, src_lengths = padded_batch([6, 2, 4], SRC_VOCAB)
+    tgt_in, _ = padded_batch([3, 3, 3], TGT_VOCAB)
+
+    @torch.inference_mode()
+    def steps(dtype: torch.dtype) -> Tensor:
+        memory, state = model.encode(src, src_lengths)
+        found = []
+        for t in range(tgt_in.size(1)):
+            outputs, state, _ = model.decode_step(memory, state, tgt_in[:, t])
+            assert outputs.dtype == dtype
+            found.append(model.log_probs(outputs))
+        return torch.stack(found)  # (T, B, V)
+
+    expected = steps(torch.float32)
+    with torch.autocast("cpu", torch.bfloat16):
+        found = steps(torch.bfloat16)
+    assert found.dtype == torch.float32
+    torch.testing.assert_close(found, expected, atol=0.05, rtol=0)
 
 
 def test_empty_source_is_read_as_one_pad_token() -> None:
     model = tiny_model("gru", "bahdanau")
     empty = torch.zeros(2, 0, dtype=torch.long)
     memory, state = model.encode(empty, torch.tensor([0, 0]))
-    log_probs, _, weights = model.decode_step(memory, state, torch.tensor([2, 2]))
+    outputs, _, weights = model.decode_step(memory, state, torch.tensor([2, 2]))
+    log_probs = model.log_probs(outputs)
     assert torch.isfinite(log_probs).all()
     torch.testing.assert_close(weights, torch.ones(2, 1))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.errors import UserError
 from seq2seq.evaluate import main as evaluate_main
 from seq2seq.train import fit_and_test
 from seq2seq.translate import main as translate_main
@@ -48,6 +49,30 @@ def test_checkpoint_holds_everything_for_translation(trained: Path) -> None:
     assert len(outputs) == 3 and outputs[1] == ""
 
 
+def test_translator_precision(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    translator = Translator.from_checkpoint(trained / "checkpoints" / "best.ckpt", device="cpu")
+    dtypes = []
+    log_probs = translator.model.log_probs
+
+    def spy(outputs: torch.Tensor) -> torch.Tensor:
+        dtypes.append(outputs.dtype)
+        return log_probs(outputs)
+
+    monkeypatch.setattr(translator.model, "log_probs", spy)
+    sentences = ["einundzwanzig", "", "dreihundert"]
+    fp32 = translator.translate_nbest(sentences, beam_size=2, attention=True)
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    bf16 = translator.translate_nbest(sentences, beam_size=2, attention=True, precision="bf16")
+    assert set(dtypes) == {torch.bfloat16}
+    assert len(bf16) == 3 and bf16[1][0].text == ""
+    for full, half in zip(fp32, bf16, strict=True):
+        assert half[0].score == pytest.approx(full[0].score, abs=0.1)
+        assert half[0].attention is None or half[0].attention.dtype == full[0].attention.dtype
+    with pytest.raises(UserError, match="precision"):
+        translator.translate(sentences, precision="16")
+
+
 def test_translate_and_evaluate_scripts(
     trained: Path, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -84,4 +109,7 @@ def test_evaluate_can_translate_and_score_in_one_go(
     evaluate_main(["--checkpoint", checkpoint, "--src", source, "--ref", ref, "--json", "--greedy"])
     in_one_go = json.loads(capsys.readouterr().out)
     assert in_one_go == from_file
+    bf16 = ["--checkpoint", checkpoint, "--src", source, "--ref", ref, "--json", "--greedy"]
+    evaluate_main([*bf16, "--precision", "bf16"])
+    assert set(json.loads(capsys.readouterr().out)) == {"BLEU", "chrF2", "TER"}
     assert set(in_one_go) == {"BLEU", "chrF2", "TER"}

@@ -53,6 +53,7 @@ class TableModel:
         self.by_step[:, EOS] += eos_bias
         self.by_step[:, [PAD, BOS]] += special_bias
         self.batch_sizes: list[int] = []
+        self.scored_rows: list[int] = []
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[FakeMemory, FakeState]:
         return FakeMemory(src_lengths.clone(), src[:, 0]), FakeState(torch.zeros_like(src_lengths))
@@ -68,7 +69,11 @@ class TableModel:
             + self.by_length[memory.lengths.repeat_interleave(beams)]
             + self.by_first[memory.first.repeat_interleave(beams)]
         )  # (B*K, V)
-        return logits.log_softmax(dim=-1), FakeState(state.step + 1), None
+        return logits, FakeState(state.step + 1), None
+
+    def log_probs(self, outputs: Tensor) -> Tensor:
+        self.scored_rows.append(outputs.size(0))
+        return outputs.log_softmax(dim=-1)
 
 
 def random_batch(lengths: list[int], vocab_size: int = 6) -> tuple[Tensor, Tensor]:
@@ -109,7 +114,8 @@ def teacher_force(
     total, prev, attention = 0.0, model.bos_id, []
     for token in tokens + [model.eos_id] * ended:
         prev_tokens = torch.tensor([prev], device=src.device)
-        log_probs, state, weights = model.decode_step(memory, state, prev_tokens)
+        outputs, state, weights = model.decode_step(memory, state, prev_tokens)
+        log_probs = model.log_probs(outputs)
         total += log_probs[0, token].item()
         if weights is not None:
             attention.append(weights[0])
@@ -127,7 +133,8 @@ def reference_greedy(
     tokens: list[int] = []
     while len(tokens) < max_len:
         prev = torch.tensor([tokens[-1] if tokens else BOS])
-        log_probs, state, _ = model.decode_step(memory, state, prev)
+        outputs, state, _ = model.decode_step(memory, state, prev)
+        log_probs = model.log_probs(outputs)
         allowed = content - repeated_ngram_bans(tokens, ngram)
         if len(tokens) >= min(min_len, max_len - 1) or not allowed:
             allowed.add(EOS)
@@ -222,7 +229,8 @@ def all_outputs(
             outputs.append((prefix, False, log_prob))
             return
         prev = torch.tensor([prefix[-1] if prefix else BOS])
-        log_probs, state, _ = model.decode_step(memory, state, prev)
+        step_outputs, state, _ = model.decode_step(memory, state, prev)
+        log_probs = model.log_probs(step_outputs)
         outputs.append((prefix, True, log_prob + log_probs[0, EOS].item()))
         for token in content:
             visit([*prefix, token], log_prob + log_probs[0, token].item(), state)
@@ -442,10 +450,25 @@ def test_finished_sentences_leave_the_batch() -> None:
     model = TableModel(seed=6, eos_bias=-math.inf)
     src, src_lengths = random_batch([1, 4])  # max lengths 1 and 4
     greedy_search(model, src, src_lengths, max_len_a=1.0, max_len_b=0)
-    assert model.batch_sizes == [2, 1, 1, 1]
+    assert model.batch_sizes == model.scored_rows == [2, 1, 1, 1]
     model.batch_sizes.clear()
+    model.scored_rows.clear()
     beam_search(model, src, src_lengths, beam_size=3, max_len_a=1.0, max_len_b=0)
     assert model.batch_sizes == [6, 3, 3, 3]
+    assert model.scored_rows == [2, 3, 3, 3]  # at first, beam 0 of each sentence alone
+
+
+def test_closed_beams_are_not_scored() -> None:
+    """Only beam 0 is open at the first step; a slot whose candidate ended in EOS stays
+    closed for one step, until the open beams refill the K slots."""
+    #          PAD   BOS   EOS   a     b     c
+    first = [1e-9, 1e-9, 0.40, 0.30, 0.20, 0.10]
+    later = [1e-9, 1e-9, 0.01, 0.33, 0.33, 0.33]
+    model = step_model([first, later])
+    src, src_lengths = random_batch([3])
+    beam_search(model, src, src_lengths, beam_size=3, max_len_a=1.0, max_len_b=0)
+    assert model.batch_sizes == [3, 3, 3]
+    assert model.scored_rows == [1, 2, 3]
 
 
 def test_beam_stops_when_no_live_beam_can_win() -> None:
