@@ -8,12 +8,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import get_args
 
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B
 from seq2seq.textfiles import atomic_output, read_text_lines
-from seq2seq.translator import BATCH_TOKENS, Translation, Translator
+from seq2seq.translator import BATCH_TOKENS, Precision, Translation, Translator
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     group.add_argument(
         "--precision",
-        choices=["32", "bf16"],
+        choices=get_args(Precision),
         default="32",
         help="bf16: bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX, slower on "
         "others; may change a few outputs (default 32)",
