@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Torch is installed first and pinned here so that pip never pulls a CUDA build by accident;
-# on this machine torch==2.13.0 is a local CPU wheel. GPU users: TORCH_SPEC="torch" (or keep
-# their own torch: pyproject.toml only asks for torch>=2.2).
+# Torch is installed first, from TORCH_SPEC (and TORCH_INDEX_URL when set), so that the
+# package's own `torch>=2.4` installs nothing more. PyPI's Linux wheel of torch==2.13.0 is the
+# CUDA build; TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gives the CPU-only one.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 DEMO := runs/demo
 DEMO_DATA := data/demo
 
@@ -15,7 +16,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		$(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 

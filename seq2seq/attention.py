@@ -47,9 +47,9 @@ class BahdanauAttention(nn.Module):
         """v^T tanh(hidden): (..., A) -> (...). When decoding on CPU, as 2 v^T sigmoid(2 hidden)
         - sum(v), computed in place.
 
-        PyTorch's CPU tanh is about 3x slower than sigmoid (5M elements on 2 threads: 9.0
-        ms against 2.7 ms), and this is the largest elementwise op of a decoding step; the
-        identity tanh(x) = 2 sigmoid(2x) - 1 moves its outer scaling onto the (...) scores.
+        PyTorch's CPU sigmoid is cheaper than its tanh, and this is the largest elementwise
+        op of a decoding step (benchmarks/README.md has the timings); the identity
+        tanh(x) = 2 sigmoid(2x) - 1 moves its outer scaling onto the (...) scores.
         The two differ by under 1e-6. Training keeps tanh: its backward pass is cheaper.
         """
         if hidden.requires_grad or hidden.device.type != "cpu":

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from seq2seq.attention import BahdanauAttention
 from seq2seq.encoder import Cell, make_rnn
+from seq2seq.precision import run_rnn
 
 AttentionType = Literal["none", "bahdanau"]
 
@@ -149,7 +150,8 @@ class Decoder(nn.Module):
         beams = embedded.size(0) // memory.summary.size(0)  # K state rows per memory row
         context = memory.summary.repeat_interleave(beams, dim=0)  # (B*K, D)
         context = context.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (B*K, T, D)
-        rnn_out, final = self.rnn(torch.cat([embedded, context], dim=2), state.rnn_state())
+        rnn_in = torch.cat([embedded, context], dim=2)  # (B*K, T, E + D)
+        rnn_out, final = run_rnn(self.rnn, rnn_in, state.rnn_state())
         outputs = torch.tanh(self.pre_output(torch.cat([rnn_out, context], dim=2)))  # (B*K, T, H)
         return outputs, _as_state(final, feed=None)
 
@@ -158,7 +160,7 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One attentional step, input-fed: (B*K, E) -> (B*K, H) output, state, (B*K, S) weights."""
         rnn_in = torch.cat([embedded, state.feed], dim=1).unsqueeze(1)  # (B*K, 1, E + H)
-        rnn_out, final = self.rnn(rnn_in, state.rnn_state())
+        rnn_out, final = run_rnn(self.rnn, rnn_in, state.rnn_state())
         query = rnn_out.squeeze(1)  # (B*K, H)
         context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
         output = torch.tanh(self.pre_output(torch.cat([query, context], dim=1)))  # (B*K, H)

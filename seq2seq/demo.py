@@ -11,44 +11,57 @@ from pathlib import Path
 from num2words import num2words
 
 SPLITS = {"train": 12000, "val": 400, "test": 400}
-MAX_NUMBER = 999_999
+MAX_DIGITS = 6
+VERSION = "2"  # of the sampling below: a corpus written by another version is rewritten
+STAMP = ".demo-corpus-version"
 
 
-def sample_numbers(count: int, rng: random.Random, exclude: set[int]) -> list[int]:
-    """Draw distinct numbers, evenly spread over 1 to 6 digits, avoiding `exclude`."""
+def sample_numbers(count: int, rng: random.Random) -> list[int]:
+    """`count` distinct numbers in random order, each of a digit count (1 to 6) drawn
+    uniformly; a digit count whose numbers are all taken is drawn again."""
     numbers: list[int] = []
-    seen = set(exclude)
+    seen: set[int] = set()
     while len(numbers) < count:
-        digits = rng.randint(1, len(str(MAX_NUMBER)))
+        digits = rng.randint(1, MAX_DIGITS)
         n = rng.randint(10 ** (digits - 1), 10**digits - 1)
         if n not in seen:
             seen.add(n)
             numbers.append(n)
+    rng.shuffle(numbers)
     return numbers
+
+
+def split_numbers(sizes: dict[str, int], seed: int) -> dict[str, list[int]]:
+    """Each split's numbers: consecutive parts of one shuffled sample."""
+    numbers = sample_numbers(sum(sizes.values()), random.Random(seed))
+    splits, start = {}, 0
+    for split, size in sizes.items():
+        splits[split] = numbers[start : start + size]
+        start += size
+    return splits
 
 
 def write_demo_corpus(
     out_dir: str | Path, seed: int = 1, sizes: dict[str, int] | None = None
 ) -> Path:
-    """Write `{train,val,test}.{de,en}` under `out_dir`; held-out numbers never appear in train.
+    """Write `{train,val,test}.{de,en}` under `out_dir`; returns `out_dir`.
 
-    Returns `out_dir`. Splits that already exist are left alone.
+    The splits are a random partition of one sample, so train, val and test follow the
+    same distribution and share no number. (Sampling each held-out split first would
+    take most of the 999 numbers below 1,000 away from training.) A corpus already
+    written by this version is left alone.
     """
     out = Path(out_dir)
     sizes = sizes or SPLITS
-    if all((out / f"{split}.en").exists() for split in sizes):
+    stamp = out / STAMP
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == VERSION:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    used: set[int] = set()
-    for split in ("test", "val", "train"):  # held-out sets first, so train avoids them
-        if split not in sizes:
-            continue
-        numbers = sample_numbers(sizes[split], rng, used)
-        used.update(numbers)
+    for split, part in split_numbers(sizes, seed).items():
         for lang in ("de", "en"):
-            lines = "".join(num2words(n, lang=lang) + "\n" for n in numbers)
+            lines = "".join(num2words(n, lang=lang) + "\n" for n in part)
             tmp = out / f".{split}.{lang}.tmp"
             tmp.write_text(lines, encoding="utf-8")
             tmp.replace(out / f"{split}.{lang}")
+    stamp.write_text(VERSION, encoding="utf-8")
     return out

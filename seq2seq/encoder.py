@@ -4,12 +4,15 @@ Shapes: B batch, S source length, E embedding size, H hidden size per
 direction, D = H * directions, L layers.
 """
 
+from functools import partial
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seq2seq.precision import run_rnn
 
 Cell = Literal["gru", "lstm", "rnn"]
 
@@ -96,7 +99,7 @@ class Encoder(nn.Module):
 
         PyTorch's CPU RNN over a packed sequence slices the input projection of all steps
         once per step, and the backward of each slice fills a zero tensor of the full size:
-        O(S^2) memory traffic that took a fifth of a training step. Here the forward
+        O(S^2) memory traffic. Here the forward
         direction runs over the padded batch as it is (padding comes after each sentence),
         the backward one over each sentence reversed in place (padding still after it).
         Each layer and direction runs through `torch._VF`, as `nn.RNNBase.forward` does
@@ -111,7 +114,8 @@ class Encoder(nn.Module):
             outputs = []  # (B, S, H) per direction
             for direction in range(self.directions):
                 flip = _gather_time(layer_input, reverse) if direction else layer_input
-                output = _run_direction(self.rnn, flip, layer, direction)
+                run = partial(_run_direction, self.rnn, layer=layer, direction=direction)
+                output = run_rnn(self.rnn, flip, call=run)
                 outputs.append(_gather_time(output, reverse) if direction else output)
             layer_input = torch.cat(outputs, dim=2)  # (B, S, D)
             if layer + 1 < self.rnn.num_layers:
@@ -130,7 +134,7 @@ def _gather_time(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.size(2)))
 
 
-def _run_direction(rnn: nn.RNNBase, inputs: Tensor, layer: int, direction: int) -> Tensor:
+def _run_direction(rnn: nn.RNNBase, inputs: Tensor, *, layer: int, direction: int) -> Tensor:
     """One layer and direction of `rnn` with its own weights, from a zero state, over
     (B, S, I) inputs taken in order -> (B, S, H) outputs."""
     suffix = f"_l{layer}" + ("_reverse" if direction else "")

@@ -7,8 +7,8 @@ With smoothing ε, the target distribution of a token is q = (1 - ε)·onehot(y)
 -Σ_v q_v log p_v = (1 - ε)·nll + ε·mean_v(-log p_v). The gradient with respect to the
 logits is p - q. Computing it directly needs one (N, V) log-softmax forward and one
 exp backward, where autograd through `cross_entropy` keeps several (N, V) temporaries
-(log-softmax, its backward, the smoothing term's gradient): on a 2-core CPU those
-passes over N×V floats took more time than the output projection itself.
+(log-softmax, its backward, the smoothing term's gradient), each a pass over N×V
+floats.
 """
 
 import torch

@@ -99,6 +99,15 @@ def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) ->
     return lengths.clamp(min=1)
 
 
+def at_length_limit(
+    lengths: list[int], src_lengths: Tensor, max_len_a: float, max_len_b: int
+) -> list[bool]:
+    """For outputs of `lengths` tokens (without EOS), one per source: whether each reaches its
+    length limit, so that search stops it there without EOS (or could not produce it)."""
+    limits = max_output_lengths(src_lengths, max_len_a, max_len_b).tolist()
+    return [length >= limit for length, limit in zip(lengths, limits, strict=True)]
+
+
 def _length_penalty(length: int, kind: LengthPenalty, alpha: float) -> float:
     """lp(L) for a hypothesis of L tokens, EOS counted, BOS never: "none" 1, "average"
     L**alpha, "gnmt" ((5 + L) / 6)**alpha (Wu et al., 2016).

@@ -16,13 +16,21 @@ from seq2seq.errors import UserError
 from seq2seq.loss import smoothed_cross_entropy
 from seq2seq.metrics import score_from_statistics, statistics_width, sufficient_statistics
 from seq2seq.model import build_model
-from seq2seq.search import MAX_LEN_A, MAX_LEN_B, beam_search, greedy_search
+from seq2seq.search import (
+    MAX_LEN_A,
+    MAX_LEN_B,
+    at_length_limit,
+    beam_search,
+    greedy_search,
+)
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, Tensor | list[str]]
 EVAL_METRICS = ("bleu", "chrf")  # computed on validation and test sets
+COUNTS = 4  # evaluation totals before the metrics' statistics: NLL, tokens, too long, sentences
+MAX_CUT_SHARE = 0.01  # of references longer than the decoding length limit, before a warning
 
 
 class TranslationModule(LightningModule):
@@ -213,7 +221,8 @@ class TranslationModule(LightningModule):
         return smoothed, nll, (flat_targets != pad).sum()
 
     def _evaluate_batch(self, batch: Batch, *, beam_size: int) -> None:
-        """Add this batch's NLL, token count and BLEU/chrF statistics to the epoch's totals."""
+        """Add this batch's NLL, token count, references longer than the length limit,
+        sentence count and BLEU/chrF statistics to the epoch's totals."""
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
         _, nll, tokens = self._token_losses(logits, batch["tgt_out"])
         hp = self.hparams
@@ -225,10 +234,12 @@ class TranslationModule(LightningModule):
                 self.model, batch["src"], batch["src_lengths"], beam_size=beam_size, **limits
             )
             hypotheses = [hyps[0] for hyps in nbest_lists]
+        ref_lengths = ((batch["tgt_out"] != hp.pad_id).sum(1) - 1).tolist()  # without EOS
+        too_long = sum(at_length_limit(ref_lengths, batch["src_lengths"], **limits))
         texts = self.tokenizer.decode_tgt([h.tokens for h in hypotheses])
         statistics = [sufficient_statistics(m, texts, batch["tgt_text"]) for m in EVAL_METRICS]
-        batch_totals = np.concatenate([[nll.item(), tokens.item()], *statistics])
-        totals = torch.as_tensor(batch_totals, dtype=torch.float64, device=self.device)
+        counts = [nll.item(), tokens.item(), too_long, len(hypotheses)]
+        totals = torch.as_tensor(np.concatenate([counts, *statistics]), dtype=torch.float64)
         self._eval_totals = totals if self._eval_totals is None else self._eval_totals + totals
 
     def _reset_evaluation(self) -> None:
@@ -239,20 +250,41 @@ class TranslationModule(LightningModule):
 
         BLEU is not a mean over batches or ranks: summing sacrebleu's integer
         statistics (exact in float64) and scoring once gives the single-process score.
+        The totals stay on the CPU (some devices, such as Apple's MPS, have no float64)
+        and go to the device only for a reduction across processes (NCCL needs CUDA).
         """
         if self._eval_totals is None:  # this rank had no batch: contribute zeros
-            width = 2 + sum(statistics_width(metric) for metric in EVAL_METRICS)
-            self._eval_totals = torch.zeros(width, dtype=torch.float64, device=self.device)
-        totals = self.trainer.strategy.reduce(self._eval_totals, reduce_op="sum").cpu().numpy()
-        loss = totals[0] / max(totals[1], 1.0)
+            width = COUNTS + sum(statistics_width(metric) for metric in EVAL_METRICS)
+            self._eval_totals = torch.zeros(width, dtype=torch.float64)
+        totals = self._eval_totals
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        totals = totals.numpy()
+        nll, tokens, too_long, sentences = totals[:COUNTS]
+        loss = nll / max(tokens, 1.0)
         self.log(f"{stage}_loss", loss, sync_dist=True)  # equal on all ranks already
         self.log(f"{stage}_ppl", math.exp(min(loss, 50.0)), sync_dist=True)
-        offset = 2
+        self._check_length_limit(stage, too_long / max(sentences, 1.0))
+        offset = COUNTS
         for metric in EVAL_METRICS:
             width = statistics_width(metric)
             score = score_from_statistics(metric, totals[offset : offset + width])
             self.log(f"{stage}_{metric}", score, prog_bar=True, sync_dist=True)
             offset += width
+
+    def _check_length_limit(self, stage: str, share: float) -> None:
+        """Warn when the decoding length limit is too short for a share of the references:
+        search cuts their translations, and BLEU comes out too low."""
+        if share > MAX_CUT_SHARE and self.trainer.is_global_zero:
+            hp = self.hparams
+            log.warning(
+                "%.1f%% of the %s references are longer than the decoding length limit "
+                "%g * source pieces + %d: raise --model.max_len_a (or max_len_b)",
+                100 * share,
+                stage,
+                hp.max_len_a,
+                hp.max_len_b,
+            )
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int) -> float:

@@ -1,5 +1,6 @@
 """Reading the user's text files leniently and writing outputs atomically."""
 
+import io
 import logging
 import os
 import sys
@@ -41,15 +42,18 @@ def read_text_lines(path: str) -> list[str]:
         log.warning(
             "%s: invalid UTF-8 on line(s) %s, decoded with replacement characters",
             path,
-            _shorten(invalid),
+            line_numbers(invalid),
         )
     return lines
 
 
 @contextmanager
 def atomic_output(path: str) -> Iterator[TextIO]:
-    """Write to stdout for "-", else to a temporary file renamed over `path` on success only."""
+    """Write UTF-8 to stdout for "-" (whatever the locale), else to a temporary file renamed
+    over `path` on success only."""
     if path == "-":
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8")
         yield sys.stdout
         sys.stdout.flush()
         return
@@ -76,6 +80,7 @@ def atomic_output(path: str) -> Iterator[TextIO]:
         raise
 
 
-def _shorten(numbers: list[int], limit: int = 10) -> str:
+def line_numbers(numbers: list[int], limit: int = 10) -> str:
+    """The first `limit` line numbers, then how many more."""
     shown = ", ".join(map(str, numbers[:limit]))
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")

@@ -82,15 +82,25 @@ def main(args: list[str] | None = None) -> None:
 
     The demo config's corpus is generated on first use (see `seq2seq.demo`).
     """
-    if args is None and not sys.argv[1:]:
-        args = ["--config", str(DEMO_CONFIG)]
-    if _uses_demo_config(sys.argv[1:] if args is None else args):
-        write_demo_corpus(DEMO_DATA)
     _show_info_logs()
     try:
+        if args is None and not sys.argv[1:]:
+            args = ["--config", str(demo_config())]
+        if _uses_demo_config(sys.argv[1:] if args is None else args):
+            write_demo_corpus(DEMO_DATA)
         fit_and_test(args)
     except UserError as err:
         exit_on_user_error(err)
+
+
+def demo_config() -> Path:
+    """configs/demo.yaml of the source checkout this package runs from."""
+    if not DEMO_CONFIG.is_file():
+        raise UserError(
+            f"the demo config {DEMO_CONFIG} is missing (seq2seq is installed outside its "
+            "source checkout): give --config, e.g. the checkout's configs/demo.yaml"
+        )
+    return DEMO_CONFIG
 
 
 def fit_and_test(args: list[str] | None) -> TranslationCLI:

@@ -38,11 +38,15 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-len-a",
         type=float,
-        default=MAX_LEN_A,
-        help=f"output length limit a*src_len + b (default {MAX_LEN_A:g})",
+        default=None,
+        help="output length limit a*src_len + b (default: the checkpoint's, as its validation "
+        f"used; {MAX_LEN_A:g} unless trained with another --model.max_len_a)",
     )
     group.add_argument(
-        "--max-len-b", type=int, default=MAX_LEN_B, help=f"see --max-len-a (default {MAX_LEN_B})"
+        "--max-len-b",
+        type=int,
+        default=None,
+        help=f"see --max-len-a (default: the checkpoint's; {MAX_LEN_B} unless set in training)",
     )
     group.add_argument("--min-len", type=int, default=0, help="fewest output tokens")
     group.add_argument("--no-repeat-ngram", type=int, default=0, help="block repeated n-grams")

@@ -19,9 +19,11 @@ from seq2seq.search import (
     MAX_LEN_B,
     Hypothesis,
     LengthPenalty,
+    at_length_limit,
     beam_search,
     greedy_search,
 )
+from seq2seq.textfiles import line_numbers
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,8 @@ EMPTY = Translation("", 0.0, 0.0, [], None)
 Precision = Literal["32", "bf16"]
 
 # Source tokens times beam size per batch: 10000 source tokens for greedy search, 2000
-# with beam 5. Measured on 2 CPU cores (benchmarks/decode.py): larger batches spill the
-# (rows, vocabulary) scores of each step out of the cache and run slower.
+# with beam 5; larger batches spill the (rows, vocabulary) scores of each step out of
+# the CPU's cache (benchmarks/decode.py measures the effect).
 BATCH_TOKENS = 10000
 
 
@@ -60,6 +62,9 @@ class Translator:
         device: where to run.
         max_src_len: longer sources are truncated to this many pieces (with a warning);
             None: no limit. From a checkpoint: the `max_len` it was trained with.
+        max_len_a: default output length limit a * source pieces + b. From a checkpoint:
+            the limit its validation used (`--model.max_len_a`, `--model.max_len_b`).
+        max_len_b: see max_len_a.
     """
 
     def __init__(
@@ -68,11 +73,14 @@ class Translator:
         tokenizer: Tokenizer,
         device: torch.device,
         max_src_len: int | None = None,
+        max_len_a: float = MAX_LEN_A,
+        max_len_b: int = MAX_LEN_B,
     ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.max_src_len = max_src_len
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
@@ -88,8 +96,15 @@ class Translator:
             tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
         except UserError as err:
             raise UserError(f"{path}: {err}") from err
-        max_src_len = (checkpoint.get("datamodule_hyper_parameters") or {}).get("max_len")
-        return cls(model, tokenizer, resolve_device(device), max_src_len=max_src_len)
+        hparams = checkpoint["hyper_parameters"]
+        return cls(
+            model,
+            tokenizer,
+            resolve_device(device),
+            max_src_len=(checkpoint.get("datamodule_hyper_parameters") or {}).get("max_len"),
+            max_len_a=hparams.get("max_len_a", MAX_LEN_A),
+            max_len_b=hparams.get("max_len_b", MAX_LEN_B),
+        )
 
     def translate(self, sentences: list[str], **options: Any) -> list[str]:
         """Translate raw sentences; the best output of each, in input order.
@@ -107,8 +122,8 @@ class Translator:
         beam_size: int = 5,
         length_penalty: LengthPenalty = "average",
         alpha: float = 1.0,
-        max_len_a: float = MAX_LEN_A,
-        max_len_b: int = MAX_LEN_B,
+        max_len_a: float | None = None,
+        max_len_b: int | None = None,
         min_len: int = 0,
         no_repeat_ngram: int = 0,
         batch_tokens: int = BATCH_TOKENS,
@@ -123,6 +138,8 @@ class Translator:
         sentence works through K times the memory of a greedy one). An empty or blank
         sentence is not decoded: it gets `nbest` empty translations. `attention=True`
         keeps each output token's attention weights (models with attention only).
+        `max_len_a`, `max_len_b`: None takes the translator's (from a checkpoint: its
+        training's); outputs stopped at that limit are warned about.
         `precision="bf16"` runs the model under bfloat16 autocast: faster on CPUs that
         multiply bfloat16 in hardware (AVX512-BF16, AMX), slower on others; a few
         outputs may change. (On CUDA, autocast runs cuDNN's GRU/LSTM in float16.)
@@ -134,8 +151,8 @@ class Translator:
         options = {
             "length_penalty": length_penalty,
             "alpha": alpha,
-            "max_len_a": max_len_a,
-            "max_len_b": max_len_b,
+            "max_len_a": self.max_len_a if max_len_a is None else max_len_a,
+            "max_len_b": self.max_len_b if max_len_b is None else max_len_b,
             "min_len": min_len,
             "no_repeat_ngram": no_repeat_ngram,
             "return_attention": attention,
@@ -154,7 +171,26 @@ class Translator:
                 for row, ranked in zip(rows, found, strict=True):
                     results[row] = ranked
                 bar.update(len(rows))
+        self._warn_cut_outputs([results[i][0] for i in todo], lengths, todo, options)
         return results
+
+    def _warn_cut_outputs(
+        self, best: list[Translation], lengths: list[int], rows: list[int], options: dict
+    ) -> None:
+        """One warning naming the lines whose best output stopped at the length limit."""
+        a, b = options["max_len_a"], options["max_len_b"]
+        output_lengths = [len(t.tokens) for t in best]
+        flags = at_length_limit(output_lengths, torch.tensor(lengths), a, b)
+        cut = [row + 1 for row, flag in zip(rows, flags, strict=True) if flag]
+        if cut:
+            log.warning(
+                "%d output(s) stopped at the length limit %g * source pieces + %d without "
+                "ending, line(s) %s: raise --max-len-a",
+                len(cut),
+                a,
+                b,
+                line_numbers(cut),
+            )
 
     def pieces(self, sentence: str, translation: Translation) -> tuple[list[str], list[str]]:
         """Source and output pieces labelling the rows and columns of `translation.attention`."""
@@ -190,12 +226,11 @@ class Translator:
             return source_ids
         too_long = [n for n, ids in enumerate(source_ids, start=1) if len(ids) > self.max_src_len]
         if too_long:
-            shown = ", ".join(map(str, too_long[:10])) + (" ..." if len(too_long) > 10 else "")
             log.warning(
                 "%d line(s) longer than %d source pieces, truncated: line(s) %s",
                 len(too_long),
                 self.max_src_len,
-                shown,
+                line_numbers(too_long),
             )
         return [ids[: self.max_src_len] for ids in source_ids]
 

@@ -1,10 +1,12 @@
 """Every config in configs/ parses with the real CLI (types and keys checked, nothing trained)."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from seq2seq import train
 from seq2seq.train import DEMO_CONFIG, fit_and_test, main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -43,3 +45,16 @@ def test_demo_config_generates_its_corpus(tmp_path: Path, monkeypatch: pytest.Mo
     for split in ("train", "val", "test"):
         de, en = (tmp_path / "data" / "demo" / f"{split}.{lang}" for lang in ("de", "en"))
         assert len(de.read_text().splitlines()) == len(en.read_text().splitlines()) > 100
+
+
+def test_bare_command_outside_a_checkout_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Installed without its checkout, the bare command cannot find configs/demo.yaml."""
+    monkeypatch.setattr(train, "DEMO_CONFIG", tmp_path / "configs" / "demo.yaml")
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "demo config" in error and "give --config" in error

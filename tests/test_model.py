@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from seq2seq import precision
 from seq2seq.model import Seq2Seq, build_model
 
 COMBINATIONS = list(itertools.product(["gru", "lstm", "rnn"], ["none", "bahdanau"]))
@@ -81,10 +82,18 @@ def test_decode_steps_equal_teacher_forcing(cell: str, attention: str) -> None:
         torch.testing.assert_close(log_probs, expected[:, t])
 
 
+@pytest.mark.parametrize("probe", ["this cpu", "forced unsupported"])
 @pytest.mark.parametrize(("cell", "attention"), COMBINATIONS)
-def test_bf16_autocast_log_probs_stay_fp32_and_close(cell: str, attention: str) -> None:
+def test_bf16_autocast_log_probs_stay_fp32_and_close(
+    cell: str, attention: str, probe: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What translate.py --precision bf16 runs: search (in inference mode) under bfloat16
-    autocast. The decoder computes in bfloat16, the log-probs come back in float32."""
+    autocast. The decoder computes in bfloat16, the log-probs come back in float32. With the
+    probe forced to "unsupported", LSTM layers run in float32 inside autocast."""
+    if probe == "forced unsupported":
+        monkeypatch.setattr(precision, "cpu_bf16_lstm_supported", lambda: False)
+    elif cell == "lstm" and not precision.cpu_bf16_lstm_supported():
+        pytest.skip("this CPU runs no LSTM in bfloat16 (oneDNN needs AVX-512 BF16 or AMX)")
     model = tiny_model(cell, attention)
     src, src_lengths = padded_batch([6, 2, 4], SRC_VOCAB)
     tgt_in, _ = padded_batch([3, 3, 3], TGT_VOCAB)

@@ -4,6 +4,7 @@ Their handling of bad input is tested in `test_bad_input.py`.
 """
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,21 @@ def test_fast_dev_run(tmp_path: Path, train_args: Callable[..., list[str]]) -> N
     cli = fit_and_test(train_args(tmp_path, "--trainer.fast_dev_run", "true"))
     assert cli.trainer.state.finished
     assert cli.model.model.decoder.output.out_features == cli.datamodule.tgt_vocab_size
+
+
+@pytest.mark.parametrize(("max_len_a", "warned"), [("0", True), ("10", False)])
+def test_validation_warns_when_references_exceed_the_length_limit(
+    tmp_path: Path,
+    train_args: Callable[..., list[str]],
+    caplog: pytest.LogCaptureFixture,
+    max_len_a: str,
+    warned: bool,
+) -> None:
+    """A limit of 0 * S + 2 pieces is shorter than every reference; 10 * S + 2 fits them."""
+    limits = ["--model.max_len_a", max_len_a, "--model.max_len_b", "2"]
+    with caplog.at_level(logging.WARNING, "seq2seq"):
+        fit_and_test(train_args(tmp_path, "--trainer.fast_dev_run", "true", *limits))
+    assert ("references are longer than the decoding length limit" in caplog.text) == warned
 
 
 def test_training_writes_checkpoints_and_logs(trained: Path) -> None:

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.search import Hypothesis, beam_search, greedy_search, max_output_lengths
+from seq2seq.search import (
+    Hypothesis,
+    at_length_limit,
+    beam_search,
+    greedy_search,
+    max_output_lengths,
+)
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -366,6 +372,9 @@ def test_without_eos_output_stops_at_max_length(beam_size: int | None) -> None:
             )
         ]
     assert [len(h.tokens) for h in found] == [3, 5, 6, 9]
+    lengths = [len(h.tokens) for h in found]
+    assert at_length_limit(lengths, src_lengths, 1.5, 2) == [True] * 4
+    assert at_length_limit(lengths, src_lengths, 1.5, 3) == [False] * 4  # EOS would fit
 
 
 def search_all(

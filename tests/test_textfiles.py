@@ -1,6 +1,9 @@
 """Lenient input reading and atomic output."""
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,13 @@ def test_output_directory_must_exist(tmp_path: Path) -> None:
         atomic_output(str(tmp_path / "no" / "x")),
     ):
         pass
+
+
+@pytest.mark.parametrize("locale_env", [{"LC_ALL": "C"}, {"PYTHONIOENCODING": "ascii"}])
+def test_stdout_is_utf8_whatever_the_locale(locale_env: dict[str, str]) -> None:
+    """`translate.py` to stdout in the C locale or on an ASCII terminal still writes UTF-8."""
+    code = "from seq2seq.textfiles import atomic_output\n"
+    code += "with atomic_output('-') as out:\n    out.write('Gr\\u00fc\\u00dfe\\n')\n"
+    env = {**os.environ, "PYTHONUTF8": "0", **locale_env}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    assert done.stdout == "Grüße\n".encode()

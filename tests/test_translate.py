@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from seq2seq.translate import main as translate_main
+from seq2seq.translator import Translator
 
 TRANSLATE = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "translate.py")]
 
@@ -168,3 +170,17 @@ def test_interrupted_run_leaves_no_output(
     assert stderr.strip().splitlines()[-1].endswith("no output written")
     assert "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == [source]
+
+
+def test_length_limit_comes_from_the_checkpoint_and_cut_outputs_are_named(
+    checkpoint: str, trained: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    translator = Translator.from_checkpoint(checkpoint, device="cpu")
+    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    assert (translator.max_len_a, translator.max_len_b) == (hparams["max_len_a"], 5)
+    sentences = ["einundzwanzig", "", "dreihundertzwölf"]
+    with caplog.at_level(logging.WARNING, "seq2seq"):
+        cut = translator.translate_nbest(sentences, beam_size=2, max_len_a=0.0, max_len_b=1)
+    assert [len(ranked[0].tokens) for ranked in cut] == [1, 0, 1]
+    assert "2 output(s) stopped at the length limit 0 * source pieces + 1" in caplog.text
+    assert "line(s) 1, 3" in caplog.text

@@ -1,0 +1,69 @@
+"""Which recurrent layers may run in bfloat16 under CPU autocast, probed on this CPU.
+
+oneDNN runs an LSTM in bfloat16 only on CPUs with AVX-512 (BF16) or AMX; elsewhere
+`nn.LSTM` under `torch.autocast("cpu", torch.bfloat16)` raises "could not create a
+primitive descriptor". GRU and tanh RNN layers stay in float32 under CPU autocast
+anyway. Where the probe fails, LSTM layers run in float32 inside autocast, and the
+rest of the model stays in bfloat16.
+"""
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+Result = TypeVar("Result")
+RnnArg = Tensor | tuple[Tensor, ...]
+
+
+@functools.cache
+def cpu_bf16_lstm_supported() -> bool:
+    """Whether this CPU runs an LSTM under bfloat16 autocast: tried once on a tiny LSTM."""
+    lstm = nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+            lstm(torch.zeros(1, 2, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
+def needs_fp32(rnn: nn.RNNBase, inputs: Tensor) -> bool:
+    """Whether `rnn` must leave CPU bfloat16 autocast to run on `inputs`."""
+    return (
+        rnn.mode == "LSTM"
+        and inputs.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not cpu_bf16_lstm_supported()
+    )
+
+
+def run_rnn(
+    rnn: nn.RNNBase, inputs: Tensor, *state: RnnArg, call: Callable[..., Result] | None = None
+) -> Result:
+    """`rnn(inputs, *state)` (or `call(...)`, a function over `rnn`'s weights), in float32
+    outside autocast where `needs_fp32(rnn, inputs)`."""
+    call = rnn if call is None else call
+    if not needs_fp32(rnn, inputs):
+        return call(inputs, *state)
+    _say_lstm_fallback()
+    with torch.autocast("cpu", enabled=False):
+        return call(inputs.float(), *(_to_float(arg) for arg in state))
+
+
+def _to_float(arg: RnnArg) -> RnnArg:
+    return arg.float() if isinstance(arg, Tensor) else tuple(t.float() for t in arg)
+
+
+@functools.cache
+def _say_lstm_fallback() -> None:
+    log.warning(
+        "this CPU cannot run LSTM layers in bfloat16 (oneDNN needs AVX-512 BF16 or AMX): "
+        "they run in float32 inside bf16 autocast"
+    )
