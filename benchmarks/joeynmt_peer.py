@@ -1,9 +1,11 @@
 """JoeyNMT 2.3.0, our measured peer: installed at run time into its own venv (never
 vendored), configured like one of our models, trained, and run to translate.
 
-Its token batches count padding and are not bucketed by length, so
-`match_training_batches` picks its batch size such that its batches hold as many
-real target tokens as ours.
+Two configurations of our architecture: `recipe_config`, as its users would write one
+(its RNN recipes' plateau schedule and initialisers, a batch size of its recipes), and
+`joey_config`, whose batches hold as many real target tokens as ours at a constant rate:
+its token batches count padding and are not bucketed by length, so
+`match_training_batches` picks that batch size.
 """
 
 import math
@@ -11,6 +13,7 @@ import os
 import re
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +39,8 @@ from seq2seq.batching import TokenBatchSampler, example_cost
 
 JOEY_VENV = REPO / ".cache" / "bench" / "joeynmt-venv"  # shared by the benchmarks
 JOEY_PACKAGES = ["torch==2.13.0", "joeynmt==2.3.0", "sentencepiece==0.2.0", "importlib_metadata"]
+PLATEAU_VERBOSE = '            "verbose": False,\n'  # in 2.3.0's builders.build_scheduler
+VALIDATION_FREQ = 400  # updates between validations: about 6 in 30 minutes at 2,000 tokens
 
 
 def corpus_lengths(sp: spm.SentencePieceProcessor, prefix: Path, max_len: int) -> np.ndarray:
@@ -88,6 +93,22 @@ def match_training_batches(lengths: np.ndarray, max_tokens: int, seed: int) -> d
     }
 
 
+def real_tgt_tokens_per_update(lengths: np.ndarray, size: int, batch_type: str) -> float:
+    """Mean real target tokens (EOS included) of JoeyNMT's batches of `size` tokens or
+    sentences (`batch_type` "token" or "sentence") over an epoch of `lengths`."""
+    if batch_type == "sentence":
+        batches = -(-len(lengths) // size)
+    else:
+        batches = len(joey_batches(lengths, size))
+    return float((lengths[:, 1] + 1).sum() / batches)
+
+
+def ours_real_tgt_tokens_per_update(lengths: np.ndarray, max_tokens: int, seed: int) -> float:
+    """Mean real target tokens (EOS included) of our token batches over an epoch of `lengths`."""
+    sampler = TokenBatchSampler(example_cost(lengths[:, 0], lengths[:, 1]), max_tokens, seed=seed)
+    return float((lengths[:, 1] + 1).sum() / len(sampler))
+
+
 def ensure_joeynmt(venv: Path = JOEY_VENV) -> Path:
     """The JoeyNMT venv's python; the venv is (re)made only when missing or broken."""
     python = venv / "bin" / "python"
@@ -103,10 +124,22 @@ def ensure_joeynmt(venv: Path = JOEY_VENV) -> Path:
     return python
 
 
-def prepare_joeynmt(
-    data_dir: Path, sp: spm.SentencePieceProcessor, work: Path, data_hp: dict
-) -> tuple[Path, dict]:
-    """Plain-text train and val (it reads no gzip), the shared vocabulary, matched batches."""
+def patch_plateau(venv: Path = JOEY_VENV) -> Path:
+    """Drop `verbose=False` from the `ReduceLROnPlateau` arguments of the venv's JoeyNMT
+    (torch 2.13 removed the argument) so that `scheduling: plateau` runs; idempotent.
+    -> the patched file."""
+    builders = next(venv.glob("lib/python*/site-packages/joeynmt/builders.py"))
+    text = builders.read_text(encoding="utf-8")
+    patched = text.replace(PLATEAU_VERBOSE, "")
+    if '"verbose"' in patched:
+        raise RuntimeError(f"{builders}: `verbose` is not where JoeyNMT 2.3.0 has it")
+    if patched != text:
+        builders.write_text(patched, encoding="utf-8")
+    return builders
+
+
+def write_joeynmt_data(data_dir: Path, sp: spm.SentencePieceProcessor, work: Path) -> Path:
+    """Plain-text train and val in `work/data` (it reads no gzip); -> the shared vocabulary."""
     (work / "data").mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
         for lang in ("de", "en"):
@@ -116,6 +149,14 @@ def prepare_joeynmt(
     voc_file = work / "joeynmt" / "vocab.txt"
     voc_file.parent.mkdir(exist_ok=True)
     write_lines(voc_file, [sp.id_to_piece(i) for i in range(4, sp.get_piece_size())])  # no specials
+    return voc_file
+
+
+def prepare_joeynmt(
+    data_dir: Path, sp: spm.SentencePieceProcessor, work: Path, data_hp: dict
+) -> tuple[Path, dict]:
+    """Plain-text train and val, the shared vocabulary, matched batches."""
+    voc_file = write_joeynmt_data(data_dir, sp, work)
     log("matching JoeyNMT's token batches to ours on the training data")
     lengths = corpus_lengths(sp, data_dir / "train", data_hp["max_len"])
     batching = match_training_batches(lengths, data_hp["max_tokens"], data_hp["seed"])
@@ -127,16 +168,12 @@ def prepare_joeynmt(
 
 
 def joey_config(hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, batching: dict):
-    """A JoeyNMT training config for the architecture and optimizer in our hyperparameters."""
-    side = {"level": "bpe", "tokenizer_type": "sentencepiece", "voc_file": str(voc)}
-    side |= {"tokenizer_cfg": {"model_file": str(spm_file)}, "max_length": data_hp["max_len"]}
-    rnn = {"type": "recurrent", "rnn_type": hp["cell"], "hidden_size": hp["hidden_size"]}
-    rnn |= {"embeddings": {"embedding_dim": hp["embed_dim"]}, "dropout": hp["dropout"]}
-    data = {"train": str(work / "data" / "train"), "dev": str(work / "data" / "val")}
-    data |= {"dataset_type": "plain", "src": {"lang": "de", **side}, "trg": {"lang": "en", **side}}
+    """A JoeyNMT training config for the architecture and optimizer in our hyperparameters,
+    with batches of as many real target tokens as ours (`batching`) at a constant rate."""
     training = {"optimizer": "adam", "learning_rate": hp["lr"], "clip_grad_norm": 1.0}
     # A constant rate: 2.3.0 rejects a config without `scheduling` (though documented as
-    # constant), and `plateau` fails with torch 2.13. Exponential decay by 1.0 is constant.
+    # constant), and its `plateau` needs `patch_plateau` with torch 2.13. Exponential decay
+    # by 1.0 is constant.
     training |= {"scheduling": "exponential", "decrease_factor": 1.0}
     training |= {"label_smoothing": hp["label_smoothing"], "normalization": "tokens"}
     training |= {"batch_size": batching["joeynmt_batch_size"], "batch_type": "token"}
@@ -144,22 +181,70 @@ def joey_config(hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, 
     every = max(10, round(batching["ours_batches_per_epoch"] / 10) * 10)
     training |= {"validation_freq": every, "logging_freq": 10, "early_stopping_metric": "bleu"}
     training |= {"epochs": 1000, "keep_best_ckpts": 1, "overwrite": True, "print_valid_sents": [0]}
+    testing = {"eval_metrics": ["bleu"], "beam_size": 1, "batch_type": "sentence"}
+    testing |= {"batch_size": batching["val_batch_sentences"]}
     # Embeddings start as ours do, N(0, 1) (PyTorch's default): with JoeyNMT's default
     # (Xavier, ~0.016 std) it learned ~4x slower per update here (60 updates: accuracy
     # 0.11 against 0.20). Other weights keep JoeyNMT's defaults.
-    model = {"embed_initializer": "normal", "embed_init_weight": 1.0}
+    initialisers = {"embed_initializer": "normal", "embed_init_weight": 1.0}
+    return _config(
+        hp, data_hp, work, spm_file, voc, training=training, testing=testing, init=initialisers
+    )
+
+
+def recipe_config(
+    hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, batch: tuple[int, str]
+) -> dict:
+    """A JoeyNMT training config for our architecture as its users would write one:
+    `batch` (size, "token" or "sentence"), its RNN recipes' Adam 1e-3 with the plateau
+    schedule (patience 5, factor 0.5; needs `patch_plateau`), and its defaults elsewhere."""
+    training = {"optimizer": "adam", "learning_rate": hp["lr"], "clip_grad_norm": 1.0}
+    training |= {"scheduling": "plateau", "patience": 5, "decrease_factor": 0.5}
+    # The same loss as ours (its defaults: 0 and "batch"; its Transformer recipes set these).
+    training |= {"label_smoothing": hp["label_smoothing"], "normalization": "tokens"}
+    training |= {"batch_size": batch[0], "batch_type": batch[1]}
+    # The best checkpoint by BLEU; the wall clock stops it (its default: 3 epochs).
+    training |= {"validation_freq": VALIDATION_FREQ, "early_stopping_metric": "bleu"}
+    training |= {"epochs": 1000, "overwrite": True}
+    # Its RNN recipes (rnn_small.yaml, rnn_reverse.yaml) start embeddings at N(0, 0.1); their
+    # other initialisers (Xavier-uniform weights, zero biases) are its defaults.
+    initialisers = {"embed_initializer": "normal", "embed_init_weight": 0.1}
+    testing = {"eval_metrics": ["bleu"]}  # greedy validation, 64 sentences a batch: defaults
+    return _config(
+        hp, data_hp, work, spm_file, voc, training=training, testing=testing, init=initialisers
+    )
+
+
+def _config(
+    hp: dict,
+    data_hp: dict,
+    work: Path,
+    spm_file: Path,
+    voc: Path,
+    *,
+    training: dict,
+    testing: dict,
+    init: dict,
+) -> dict:
+    """The whole config: our architecture with initialisers `init`, trained on `work/data`
+    tokenized by our SentencePiece model `spm_file` with vocabulary `voc`."""
+    side = {"level": "bpe", "tokenizer_type": "sentencepiece", "voc_file": str(voc)}
+    side |= {"tokenizer_cfg": {"model_file": str(spm_file)}, "max_length": data_hp["max_len"]}
+    data = {"train": str(work / "data" / "train"), "dev": str(work / "data" / "val")}
+    data |= {"dataset_type": "plain", "src": {"lang": "de", **side}, "trg": {"lang": "en", **side}}
+    rnn = {"type": "recurrent", "rnn_type": hp["cell"], "hidden_size": hp["hidden_size"]}
+    rnn |= {"embeddings": {"embedding_dim": hp["embed_dim"]}, "dropout": hp["dropout"]}
     encoder = {**rnn, "num_layers": hp["encoder_layers"], "bidirectional": hp["bidirectional"]}
     decoder = {**rnn, "num_layers": hp["decoder_layers"], "hidden_dropout": hp["dropout"]}
     decoder |= {"attention": hp["attention"], "input_feeding": True, "init_hidden": "bridge"}
-    testing = {"eval_metrics": ["bleu"], "beam_size": 1, "batch_type": "sentence"}
     return {
         "name": "bench",
         "model_dir": str(work / "joeynmt" / "model"),
         "use_cuda": False,
         "data": data,
         "training": training,
-        "testing": {**testing, "batch_size": batching["val_batch_sentences"]},
-        "model": {**model, "encoder": encoder, "decoder": decoder},
+        "testing": testing,
+        "model": {**init, "encoder": encoder, "decoder": decoder},
     }
 
 
@@ -220,6 +305,20 @@ def _reap(proc: subprocess.Popen) -> resource.struct_rusage | None:
         return None
     proc.returncode = os.waitstatus_to_exitcode(status)
     return usage
+
+
+def validation_bleu(model_dir: Path) -> list[float]:
+    """The validation BLEU scores (greedy) in its model folder's `validations.txt`, in order."""
+    path = model_dir / "validations.txt"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return [float(score) for score in re.findall(r"\tbleu: ([\d.]+)", text)]
+
+
+def logged_tokens_per_sec(log_text: str) -> float | None:
+    """The median "Tokens per Sec" of a training log: non-pad target tokens (EOS included)
+    per second of each logging interval, validation excluded; None if it logged none."""
+    rates = [float(rate) for rate in re.findall(r"Tokens per Sec:\s+([\d.]+)", log_text)]
+    return statistics.median(rates) if rates else None
 
 
 def decode_joeynmt(

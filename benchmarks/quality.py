@@ -1,30 +1,46 @@
-"""Quality at equal training time: ours against JoeyNMT 2.3.0 on Multi30k de→en.
+"""Quality at equal training time, over seeds: ours against JoeyNMT 2.3.0 on Multi30k de→en.
 
     bash benchmarks/quality_vs_joeynmt.sh 30      # what that script runs:
-    python benchmarks/quality.py --minutes 30
+    python benchmarks/quality.py --minutes 30 --seeds 1 2 3
+    python benchmarks/quality.py --no-joeynmt --seeds 1            # ours alone, one run
 
-Both train the GRU + Bahdanau architecture of configs/multi30k_gru_bahdanau.yaml
-(embeddings 256, bidirectional GRU encoder 256 per direction, GRU decoder 256,
-input feeding, dropout 0.3, label smoothing 0.1, Adam 1e-3, clipping 1.0) on the
-same SentencePiece model, with token batches holding as many real target tokens,
-for the same wall-clock minutes counted from the first training batch (data
-preparation excluded; validation included, once per epoch for both). Ours keeps
-its config's plateau schedule and early stopping (patience 4, which can only
-shorten its time); JoeyNMT's plateau scheduler fails with torch 2.13, so it gets
-a constant rate. Each side's best checkpoint by validation BLEU decodes
-test_2016_flickr with beam 5 and its own length normalization at alpha 1 (ours:
-log-prob / length; JoeyNMT: log-prob / ((5 + length) / 6)); sacrebleu scores the
-detokenized, cased output. JoeyNMT is installed at run time into
-`.cache/bench/joeynmt-venv`, never vendored. Output: a table, the signatures,
-then one JSON line.
+Ours trains configs/multi30k_gru_bahdanau.yaml as it is (plateau schedule, early
+stopping) on `--data-dir`, once per seed (`--seed_everything S --data.seed S`). JoeyNMT
+trains the same architecture (embeddings 256, bidirectional GRU encoder 256 per
+direction, GRU decoder 256 with Bahdanau attention, input feeding, bridge; dropout 0.3)
+on the same data and SentencePiece model, with the same loss (label smoothing 0.1, per
+token) and clipping, configured as its users would (`joeynmt_peer.recipe_config`): its
+RNN recipes' Adam 1e-3 with the plateau schedule (patience 5, factor 0.5; its `verbose=`
+argument, which torch 2.13 removed, is patched out of the benchmark's own venv), their
+embedding initialiser N(0, 0.1), its other defaults, validation every 400 updates, and
+the batch size of its recipes that reaches the best validation BLEU: each of
+`--joeynmt-batch-configs` (2,000 tokens, 4,096 tokens, 80 sentences) first trains once
+with the first seed, then the best trains once per other seed (the search's run is the
+first seed's). The seed is its top-level `random_seed`, which seeds batch order and
+dropout; 2.3.0 builds the model before seeding, so its initial weights are the same
+for all. `--joeynmt-matched-batch` also trains, per seed,
+the former configuration: batches of as many real target tokens as ours, a constant
+rate, embeddings N(0, 1); reported apart.
+
+Every run trains for `--minutes` of wall time from its first batch (data preparation
+excluded, validation included); its best checkpoint by validation BLEU decodes
+test_2016_flickr with beam 5 and its own length normalization at alpha 1 (ours: log-prob
+/ length; JoeyNMT: log-prob / ((5 + length) / 6)); sacrebleu scores the detokenized,
+cased output. Output: a table of the runs, a summary per side (mean ± sd over seeds), the
+JoeyNMT batch sizes tried, the signatures, ours - JoeyNMT in mean BLEU against the target,
+then one JSON line. JoeyNMT is installed at run time into `.cache/bench/joeynmt-venv`.
 """
 
 import argparse
 import json
+import re
+import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sacrebleu
 import sentencepiece as spm
 import torch
@@ -43,61 +59,185 @@ from benchmarks.common import (
     write_lines,
 )
 from benchmarks.joeynmt_peer import (
+    corpus_lengths,
     decode_joeynmt,
     ensure_joeynmt,
     joey_config,
+    logged_tokens_per_sec,
+    ours_real_tgt_tokens_per_update,
+    patch_plateau,
     prepare_joeynmt,
+    real_tgt_tokens_per_update,
+    recipe_config,
     train_joeynmt,
+    validation_bleu,
+    write_joeynmt_data,
 )
 
 CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 BEAM = 5
-TARGET_GAIN = 2.0  # BLEU points over JoeyNMT
+TARGET_GAIN = 2.0  # BLEU points over JoeyNMT, in means over seeds
+RECIPE_BATCHES = ["2000tok", "4096tok", "80sent"]  # batch sizes of its recipes
+THROUGHPUT = (
+    "tgt tok/s: real target tokens (EOS included; updates x the mean per batch over an epoch "
+    "of each side's batching) / training wall time, validation included (ours: Lightning's "
+    "Timer; JoeyNMT: its first epoch to its exit). log tok/s: the median of JoeyNMT's logged "
+    '"Tokens per Sec" (the same tokens, validation excluded); ours logs none.'
+)
 
 
-def train_and_decode_ours(work: Path, src: Path, args: argparse.Namespace) -> dict[str, Any]:
-    trained = train_ours(work / "ours", CONFIG, args.minutes, ["--data.test", "null"])
-    best = sorted((work / "ours" / "checkpoints").glob("best-*.ckpt"))[-1]
+@dataclass
+class Shared:
+    """From ours' first run: our hyperparameters, SentencePiece model, training lengths."""
+
+    hp: dict
+    data_hp: dict
+    spm_file: Path
+    lengths: np.ndarray  # (N, 2) source and target pieces of the training pairs kept
+
+
+@dataclass
+class Peer:
+    """What every JoeyNMT run shares: its venv's python, the vocabulary, matched batches."""
+
+    python: Path
+    voc_file: Path
+    batching: dict | None  # with --joeynmt-matched-batch
+
+
+def batch_setting(text: str) -> tuple[int, str]:
+    """`2000` or `2000tok`: batches of 2,000 tokens; `80sent`: of 80 sentences."""
+    match = re.fullmatch(r"(\d+)(tok|sent)?", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N, Ntok or Nsent")
+    return int(match[1]), "sentence" if match[2] == "sent" else "token"
+
+
+def batch_label(batch: tuple[int, str]) -> str:
+    return f"{batch[0]}{'sent' if batch[1] == 'sentence' else 'tok'}"
+
+
+def train_and_decode_ours(work: Path, src: Path, seed: int, args: argparse.Namespace) -> dict:
+    """Ours trained with `seed`, its best checkpoint decoding `src` with beam 5."""
+    run = work / "runs" / f"ours-seed{seed}"
+    data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
+    overrides = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
+    trained = train_ours(run, CONFIG, args.minutes, overrides)
+    bests = sorted((run / "checkpoints").glob("best-*.ckpt"))
+    best = bests[-1] if bests else trained["checkpoint"]  # not validated yet: the last
+    val_bleu = re.search(r"-bleu([\d.]+)\.ckpt$", best.name)
     last = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
-    out = work / "ours" / "test.hyp.en"
     cmd = [sys.executable, "scripts/translate.py", "--checkpoint", best, "--input", src]
-    cmd += ["--output", out, "--beam-size", BEAM]
+    cmd += ["--output", run / "test.hyp.en", "--beam-size", BEAM]
     log(f"decoding test with ours ({best.name}), beam {BEAM}")
-    run_measured(cmd, work / "ours" / "translate.log", env=child_env(args.threads, ours=True))
+    run_measured(cmd, run / "translate.log", env=child_env(args.threads, ours=True))
     return {
+        "side": "ours",
+        "config": CONFIG.stem,
+        "seed": seed,
         "updates": last["global_step"],
+        "val_bleu": float(val_bleu[1]) if val_bleu else None,
+        "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
+        "train_peak_rss_mib": round(trained["peak_rss_mib"]),
+        "others_cpu_s": trained["others_cpu_s"],
         "checkpoint": str(best),
-        "hyp": out,
-        "train_peak_rss_mib": round(trained["peak_rss_mib"]),
+        "hyp": run / "test.hyp.en",
     }
 
 
-def train_and_decode_joeynmt(
-    work: Path, src: Path, ours_checkpoint: str, args: argparse.Namespace
-) -> dict[str, Any]:
-    """JoeyNMT on our checkpoint's settings and SentencePiece model."""
-    python = ensure_joeynmt()
-    checkpoint = torch.load(ours_checkpoint, map_location="cpu", weights_only=True)
-    hp, data_hp = checkpoint["hyper_parameters"], checkpoint["datamodule_hyper_parameters"]
+def load_shared(work: Path, checkpoint: str, data_dir: Path) -> Shared:
+    """Our hyperparameters and SentencePiece model (joint) from a checkpoint of ours."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     spm_file = work / "spm.model"
-    spm_file.write_bytes(checkpoint["tokenizer"]["src"])  # joint: the same model both sides
+    spm_file.write_bytes(ckpt["tokenizer"]["src"])
     sp = spm.SentencePieceProcessor(model_file=str(spm_file))
-    voc_file, batching = prepare_joeynmt(args.data_dir, sp, work, data_hp)
-    cfg = joey_config(hp, data_hp, work, spm_file, voc_file, batching)
-    trained = train_joeynmt(python, cfg, work, args.minutes)
-    model_dir = Path(cfg["model_dir"])
-    out = work / "joeynmt" / "decode"
-    out.mkdir(exist_ok=True)
-    batch = batching["val_batch_sentences"]
-    log(f"decoding test with JoeyNMT (best.ckpt), beam {BEAM}")
-    decode_joeynmt(python, model_dir, src, out, BEAM, batch, args.threads, checkpoint="best")
+    data_hp = ckpt["datamodule_hyper_parameters"]
+    lengths = corpus_lengths(sp, data_dir / "train", data_hp["max_len"])
+    return Shared(ckpt["hyper_parameters"], data_hp, spm_file, lengths)
+
+
+def prepare_peer(work: Path, shared: Shared, args: argparse.Namespace) -> tuple[Peer, str]:
+    """JoeyNMT installed, its plateau schedule patched, its data written; -> also a note."""
+    python = ensure_joeynmt()
+    builders = patch_plateau()
+    note = f"JoeyNMT: verbose= dropped from its ReduceLROnPlateau call in {builders} (torch 2.13)"
+    sp = spm.SentencePieceProcessor(model_file=str(shared.spm_file))
+    if args.joeynmt_matched_batch:
+        voc_file, batching = prepare_joeynmt(args.data_dir, sp, work, shared.data_hp)
+        return Peer(python, voc_file, batching), note
+    return Peer(python, write_joeynmt_data(args.data_dir, sp, work), None), note
+
+
+def train_joeynmt_run(
+    peer: Peer, shared: Shared, cfg: dict, run: Path, seed: int, minutes: float
+) -> dict:
+    """`cfg` trained into `run/joeynmt` with `seed`; -> its figures, its model folder."""
+    (run / "joeynmt").mkdir(parents=True, exist_ok=True)
+    cfg = cfg | {"model_dir": str(run / "joeynmt" / "model"), "random_seed": seed}
+    trained = train_joeynmt(peer.python, cfg, run, minutes)
+    training = cfg["training"]
+    per_update = real_tgt_tokens_per_update(
+        shared.lengths, training["batch_size"], training["batch_type"]
+    )
+    train_s = trained["minutes"] * 60
+    scores = validation_bleu(Path(cfg["model_dir"]))
+    log_text = (run / "joeynmt" / "train.log").read_text(errors="replace")
     return {
+        "seed": seed,
         "updates": trained["steps"],
-        "checkpoint": str(model_dir / "best.ckpt"),
-        "hyp": out / "hyp.en",
+        "val_bleu": max(scores, default=None),
+        "train_s": round(train_s, 1),
         "train_peak_rss_mib": round(trained["peak_rss_mib"]),
-        "batching": batching,
+        "others_cpu_s": trained["others_cpu_s"],
+        "tgt_tok_s": round(trained["steps"] * per_update / train_s),
+        "log_tok_s": logged_tokens_per_sec(log_text),
+        "model_dir": cfg["model_dir"],
     }
+
+
+def decode_joeynmt_run(peer: Peer, result: dict, src: Path, batch: int, threads: int) -> dict:
+    """The run's best checkpoint (the latest if it never validated) decoding `src` with
+    beam 5, `batch` sentences at a time."""
+    model_dir = Path(result["model_dir"])
+    out = model_dir.parent / "decode"
+    out.mkdir(exist_ok=True)
+    best = model_dir / "best.ckpt"
+    checkpoint = best if best.exists() else (model_dir / "latest.ckpt").resolve()
+    log(f"decoding test with JoeyNMT ({checkpoint}), beam {BEAM}")
+    decode_joeynmt(peer.python, model_dir, src, out, BEAM, batch, threads, checkpoint="best")
+    return result | {"checkpoint": str(checkpoint), "hyp": out / "hyp.en"}
+
+
+def search_batch(
+    peer: Peer, shared: Shared, work: Path, args: argparse.Namespace
+) -> tuple[tuple[int, str], list[dict]]:
+    """The recipe batch with the best validation BLEU, each trained once with the first
+    seed; -> (the chosen batch, the figures of those tried; none when only one is given)."""
+    batches = args.joeynmt_batch_configs
+    if len(batches) == 1:
+        return batches[0], []
+    tried = []
+    for batch in batches:
+        cfg = recipe_config(shared.hp, shared.data_hp, work, shared.spm_file, peer.voc_file, batch)
+        run = work / "runs" / f"search-joeynmt-{batch_label(batch)}"
+        result = train_joeynmt_run(peer, shared, cfg, run, args.seeds[0], args.minutes)
+        tried.append({"side": "joeynmt", "config": batch_label(batch)} | result)
+        log(f"JoeyNMT {batch_label(batch)}: best validation BLEU {result['val_bleu']}")
+    scores = [-1.0 if t["val_bleu"] is None else t["val_bleu"] for t in tried]
+    return batches[scores.index(max(scores))], tried
+
+
+def joeynmt_configs(
+    peer: Peer, shared: Shared, work: Path, batch: tuple[int, str]
+) -> list[tuple[str, str, dict]]:
+    """(side, config label, config) of each JoeyNMT configuration to train per seed."""
+    paths = (work, shared.spm_file, peer.voc_file)
+    recipe = recipe_config(shared.hp, shared.data_hp, *paths, batch)
+    configs = [("joeynmt", batch_label(batch), recipe)]
+    if peer.batching is not None:
+        matched = joey_config(shared.hp, shared.data_hp, *paths, peer.batching)
+        configs.append(("joeynmt-matched", "matched", matched))
+    return configs
 
 
 def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
@@ -112,39 +252,121 @@ def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
     }
 
 
-def _row(side: str, result: dict[str, Any], minutes: float) -> list[str]:
-    scores = [f"{result['bleu']:.2f}", f"{result['chrf']:.2f}"]
-    rss = str(result["train_peak_rss_mib"])
-    return [side, f"{minutes:g}", str(result["updates"]), *scores, rss]
+def scored(run: dict, refs: list[str], figures: dict) -> dict:
+    """`run` with the BLEU and chrF of its hypotheses; their signatures go to `figures`."""
+    scores = score(run.pop("hyp"), refs)
+    for key in ("bleu_signature", "chrf_signature"):
+        figures[key] = scores.pop(key)
+    name = f"{run['side']} {run['config']} seed {run['seed']}"
+    log(f"{name}: {run['updates']} updates, test BLEU {scores['bleu']}, chrF {scores['chrf']}")
+    return run | scores
 
 
-def report(results: dict[str, dict], extra: dict) -> None:
-    header = ["side", "minutes", "updates", "test BLEU", "chrF", "train RSS MiB"]
-    rows = [_row(side, r, extra["minutes"]) for side, r in results.items()]
-    print_table(header, rows)
-    any_side = next(iter(results.values()))
-    print(f"BLEU signature: {any_side['bleu_signature']}")
-    print(f"chrF signature: {any_side['chrf_signature']}")
-    figures: dict[str, Any] = dict(results) | extra
-    if "joeynmt" in results:
-        gain = results["ours"]["bleu"] - results["joeynmt"]["bleu"]
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Per side: its config, runs, BLEU and chrF mean and sd, mean RSS and throughput."""
+    summary = {}
+    for side in dict.fromkeys(run["side"] for run in runs):
+        mine = [run for run in runs if run["side"] == side]
+        figures = {"config": mine[0]["config"], "runs": len(mine)}
+        for key in ("bleu", "chrf"):
+            mean, sd = mean_sd([run[key] for run in mine])
+            sd = None if sd is None else round(sd, 2)
+            figures |= {f"{key}_mean": round(mean, 2), f"{key}_sd": sd}
+        for key in ("train_peak_rss_mib", "tgt_tok_s"):
+            figures[f"{key}_mean"] = round(statistics.mean(run[key] for run in mine))
+        summary[side] = figures
+    return summary
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _run_row(run: dict) -> list[str]:
+    scores = [_cell(run[key], 2) for key in ("val_bleu", "bleu", "chrf")]
+    speed = [_cell(run["tgt_tok_s"], 0), _cell(run.get("log_tok_s"), 0)]
+    head = [run["side"], run["config"], str(run["seed"]), str(run["updates"])]
+    return [*head, *scores, str(run["train_peak_rss_mib"]), *speed]
+
+
+def _summary_row(side: str, s: dict) -> list[str]:
+    bleu = f"{s['bleu_mean']:.2f} ± {_cell(s['bleu_sd'], 2)}"
+    chrf = f"{s['chrf_mean']:.2f} ± {_cell(s['chrf_sd'], 2)}"
+    figures = [str(s["runs"]), bleu, chrf, str(s["train_peak_rss_mib_mean"])]
+    return [side, s["config"], *figures, str(s["tgt_tok_s_mean"])]
+
+
+def _tried_row(tried: dict, chosen: str) -> list[str]:
+    figures = [str(tried["updates"]), _cell(tried["val_bleu"], 2), str(tried["tgt_tok_s"])]
+    return [tried["config"], str(tried["seed"]), *figures, "chosen" * (tried["config"] == chosen)]
+
+
+def report(runs: list[dict], tried: list[dict], figures: dict[str, Any]) -> None:
+    """The tables, the signatures, the gain against the target; then one JSON line."""
+    header = ["side", "config", "seed", "updates", "val BLEU", "test BLEU", "chrF"]
+    print_table([*header, "train RSS MiB", "tgt tok/s", "log tok/s"], list(map(_run_row, runs)))
+    print(THROUGHPUT)
+    summary = summarize(runs)
+    header = ["side", "config", "runs", "test BLEU", "chrF", "train RSS MiB", "tgt tok/s"]
+    print()
+    print_table(header, [_summary_row(side, s) for side, s in summary.items()])
+    if tried:
+        print(f"\nJoeyNMT batch sizes tried ({figures['minutes']:g} minutes each):")
+        rows = [_tried_row(t, figures["joeynmt_batch"]) for t in tried]
+        print_table(["config", "seed", "updates", "val BLEU", "tgt tok/s", ""], rows)
+    elif "joeynmt" in summary:
+        print(f"\nJoeyNMT batch size: {figures['joeynmt_batch']} (given; none tried)")
+    print(f"BLEU signature: {figures['bleu_signature']}")
+    print(f"chrF signature: {figures['chrf_signature']}")
+    figures = {"runs": runs, "summary": summary, "joeynmt_batch_search": tried} | figures
+    if "joeynmt" in summary:
+        print(figures["joeynmt_note"])
+        gain = summary["ours"]["bleu_mean"] - summary["joeynmt"]["bleu_mean"]
         met = gain >= TARGET_GAIN
-        print(
-            f"ours - JoeyNMT: {gain:+.2f} BLEU (target +{TARGET_GAIN:g}): "
-            + ("met" if met else "NOT met")
-        )
+        verdict = "met" if met else "NOT met"
+        print(f"ours - JoeyNMT: {gain:+.2f} BLEU in means (target +{TARGET_GAIN:g}): {verdict}")
         figures |= {"bleu_gain": round(gain, 2), "target_met": met}
     print(json.dumps(figures, default=str))
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--minutes", type=float, default=30.0, help="training time per side")
+    p.add_argument("--minutes", type=float, default=30.0, help="training time of each run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run per seed")
     p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "quality")
     p.add_argument("--data-dir", type=Path, default=MULTI30K)
     p.add_argument("--no-joeynmt", action="store_true", help="train and score ours only")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--joeynmt-batch-configs",
+        type=batch_setting,
+        nargs="+",
+        default=[batch_setting(b) for b in RECIPE_BATCHES],
+        metavar="N[tok|sent]",
+        help="JoeyNMT batch sizes to try (the best by validation BLEU trains per seed; "
+        f"one given: no search); default {' '.join(RECIPE_BATCHES)}",
+    )
+    p.add_argument(
+        "--joeynmt-matched-batch",
+        action="store_true",
+        help="also train JoeyNMT per seed in the former configuration: batches of as many "
+        "real target tokens as ours, a constant rate (reported as joeynmt-matched)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="threads for decoding"
+    )
     return p.parse_args()
+
+
+def with_ours_throughput(run: dict, shared: Shared) -> dict:
+    """`run` of ours with its real target tokens per second of training."""
+    max_tokens = shared.data_hp["max_tokens"]
+    per_update = ours_real_tgt_tokens_per_update(shared.lengths, max_tokens, run["seed"])
+    return run | {"tgt_tok_s": round(run["updates"] * per_update / run["train_s"])}
 
 
 def main() -> None:
@@ -156,13 +378,26 @@ def main() -> None:
     src = work / "data" / "test.de"
     write_lines(src, read_lines(Path(f"{test}.de.gz")))
     refs = read_lines(Path(f"{test}.en.gz"))
-    results = {"ours": train_and_decode_ours(work, src, args)}
+    figures: dict[str, Any] = {"minutes": args.minutes, "seeds": args.seeds, "beam": BEAM}
+    runs = [train_and_decode_ours(work, src, seed, args) for seed in args.seeds]
+    shared = load_shared(work, runs[0]["checkpoint"], args.data_dir)
+    runs = [scored(with_ours_throughput(run, shared), refs, figures) for run in runs]
+    tried = []
     if not args.no_joeynmt:
-        ours_checkpoint = results["ours"]["checkpoint"]
-        results["joeynmt"] = train_and_decode_joeynmt(work, src, ours_checkpoint, args)
-    for result in results.values():
-        result |= score(result.pop("hyp"), refs)
-    report(results, {"minutes": args.minutes, "beam": BEAM, "code": code})
+        peer, figures["joeynmt_note"] = prepare_peer(work, shared, args)
+        batch, tried = search_batch(peer, shared, work, args)
+        figures["joeynmt_batch"] = batch_label(batch)
+        searched = {(t["side"], t["config"], t["seed"]): t for t in tried}
+        for side, label, cfg in joeynmt_configs(peer, shared, work, batch):
+            batch_sentences = cfg["testing"].get("batch_size", 64)  # its default
+            for seed in args.seeds:
+                run_dir = work / "runs" / f"{side}-{label}-seed{seed}"
+                run = searched.get((side, label, seed))  # the search's run of this seed
+                if run is None:
+                    run = train_joeynmt_run(peer, shared, cfg, run_dir, seed, args.minutes)
+                run = decode_joeynmt_run(peer, run, src, batch_sentences, args.threads)
+                runs.append(scored({"side": side, "config": label} | run, refs, figures))
+    report(runs, tried, figures | {"throughput": THROUGHPUT, "code": code})
 
 
 if __name__ == "__main__":

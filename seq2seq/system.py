@@ -202,6 +202,7 @@ class TranslationModule(LightningModule):
                     "scheduler": scheduler,
                     "monitor": "val_bleu",
                     "interval": "epoch",
+                    "strict": False,  # an epoch without validation: no step, a warning
                 },
             }
         factor = partial(lr_factor, schedule=hp.schedule, warmup_steps=hp.warmup_steps)

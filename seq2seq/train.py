@@ -58,6 +58,9 @@ class TranslationCLI(LightningCLI):
                 "early_stopping.monitor": "val_bleu",
                 "early_stopping.mode": "max",
                 "early_stopping.patience": 5,
+                # After each validation only: a run that stops before its first one
+                # (max_steps, max_time, limit_train_batches) has no val_bleu to check.
+                "early_stopping.check_on_train_epoch_end": False,
             }
         )
         for name in LINKED_FROM_DATA:
@@ -78,19 +81,32 @@ class TranslationCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Train from a config and CLI overrides; with no arguments, train the bundled demo.
+    """Train from a config and CLI overrides (`args`, or the command line).
 
-    The demo config's corpus is generated on first use (see `seq2seq.demo`).
+    Without `--config` and without a corpus (`--data.train`, `--data.dataset`), the
+    demo config is the base and the options apply on top of it. The demo config's
+    corpus is generated on first use (see `seq2seq.demo`).
     """
     _show_info_logs()
     try:
-        if args is None and not sys.argv[1:]:
-            args = ["--config", str(demo_config())]
+        given = sys.argv[1:] if args is None else args
+        if _needs_base_config(given):
+            base = ["--config", str(demo_config())]
+            if args is None:
+                sys.argv[1:1] = base  # LightningCLI reads the command line itself
+            else:
+                args = [*base, *args]
         if _uses_demo_config(sys.argv[1:] if args is None else args):
             write_demo_corpus(DEMO_DATA)
         fit_and_test(args)
     except UserError as err:
         exit_on_user_error(err)
+
+
+def _needs_base_config(args: list[str]) -> bool:
+    """Whether `args` give no config, no corpus and no `--help`."""
+    flags = ("-c", "--config", "--data.train", "--data.dataset", "--data", "-h", "--help")
+    return not any(arg.split("=", 1)[0] in flags for arg in args)
 
 
 def demo_config() -> Path:
@@ -121,7 +137,9 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
                 "gradient_clip_val": 1.0,
             },
             parser_kwargs={
-                "description": "Train a recurrent encoder-decoder translation model.",
+                "description": "Train a recurrent encoder-decoder translation model. "
+                "Without --config and without --data.train (or --data.dataset), "
+                "configs/demo.yaml is the base config and the options given apply on top.",
                 "exit_on_error": False,
             },
         )

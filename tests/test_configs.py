@@ -58,3 +58,19 @@ def test_bare_command_outside_a_checkout_says_what_to_do(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "demo config" in error and "give --config" in error
+
+
+def test_options_without_a_config_apply_on_top_of_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--trainer.max_epochs", "1", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["train"] == "data/demo/train"
+    assert printed["trainer"]["max_epochs"] == 1
+    assert (
+        printed["model"]["max_len_a"]
+        == yaml.safe_load(DEMO_CONFIG.read_text())["model"]["max_len_a"]
+    )

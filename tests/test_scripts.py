@@ -24,6 +24,24 @@ def test_fast_dev_run(tmp_path: Path, train_args: Callable[..., list[str]]) -> N
     assert cli.model.model.decoder.output.out_features == cli.datamodule.tgt_vocab_size
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        ["--trainer.max_steps", "2"],  # stops mid-epoch, before any validation
+        ["--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "2"],
+        ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2"],
+        ["--trainer.max_time", "00:00:00:01"],
+        ["--trainer.max_steps", "3", "--trainer.val_check_interval", "2"],
+    ],
+)
+def test_short_runs_end_cleanly(
+    tmp_path: Path, train_args: Callable[..., list[str]], limits: list[str]
+) -> None:
+    """Early stopping and the plateau schedule act only after a validation."""
+    cli = fit_and_test(train_args(tmp_path, "--trainer.limit_test_batches", "1", *limits))
+    assert cli.trainer.state.finished
+
+
 @pytest.mark.parametrize(("max_len_a", "warned"), [("0", True), ("10", False)])
 def test_validation_warns_when_references_exceed_the_length_limit(
     tmp_path: Path,
