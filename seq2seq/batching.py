@@ -6,12 +6,15 @@ costs `max(len(src_ids), len(tgt_ids) + 1)` padded positions per row, which is
 the length the sampler must be given (see `example_cost`).
 """
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+log = logging.getLogger(__name__)
 
 
 def example_cost(src_len: np.ndarray, tgt_len: np.ndarray) -> np.ndarray:
@@ -141,11 +144,34 @@ class ResumableLoader(DataLoader):
             raise TypeError("ResumableLoader needs batch_sampler=TokenBatchSampler(...)")
         self.batches_done = batches_done
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.batch_sampler.epoch, "batches_done": self.batches_done()}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.batch_sampler.epoch,
+            "batches_done": self.batches_done(),
+            "batching": self._batching(),
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.resume(state["epoch"], state["batches_done"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Skip the batches done, unless the batching changed: then the epoch restarts."""
+        batches_done = state["batches_done"]
+        saved = state.get("batching", self._batching())
+        if saved != self._batching() and batches_done:
+            log.warning(
+                "the batching changed since the checkpoint (was %s, now %s): epoch %d "
+                "restarts from its first batch (the %d batches done before are not skipped)",
+                saved,
+                self._batching(),
+                state["epoch"],
+                batches_done,
+            )
+            batches_done = 0
+        self.batch_sampler.resume(state["epoch"], batches_done)
+
+    def _batching(self) -> dict[str, int]:
+        """What decides this process's batches of an epoch."""
+        sampler = self.batch_sampler
+        settings = {"examples": len(sampler.lengths), "max_tokens": sampler.max_tokens}
+        return settings | {"seed": sampler.seed, "processes": sampler.num_replicas}
 
 
 def shard(

@@ -4,7 +4,9 @@ Everything expensive is cached under `cache_dir`, keyed by all it depends on:
 `spm-<key>/` holds trained SentencePiece models, `data-<split>-<key>/` one
 tokenized split written by `Dataset.save_to_disk`. Each is built in a
 temporary folder and renamed into place with a marker file inside, so a
-half-written cache is never read and two processes may build at once.
+half-written cache is never read and two processes may build at once. Under
+torchrun, SLURM or DDP, SentencePiece is trained by global rank 0 alone; the
+other processes wait for its model in the cache (shared by all processes).
 """
 
 import hashlib
@@ -12,6 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -23,6 +26,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch.distributed
 from lightning import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from seq2seq.batching import ResumableLoader, TokenBatchSampler, collate, example_cost
@@ -33,6 +37,7 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the layout of cached datasets changes
+SPM_WAIT_SECONDS = 4 * 3600  # how long other ranks wait for rank 0's SentencePiece model
 MARKER = "complete"
 SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -46,6 +51,29 @@ def _key(*parts: object) -> str:
 
 def _complete(path: Path) -> bool:
     return (path / MARKER).is_file()
+
+
+def global_rank() -> int:
+    """This process's global rank: from the process group, else as Lightning reads it from
+    the launcher's environment (RANK, SLURM_PROCID, ...) before the group exists."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return rank_zero_only.rank
+
+
+def _wait_until_complete(path: Path, what: str, timeout: float) -> None:
+    """Wait for another process (global rank 0) to publish `path`."""
+    if _complete(path):
+        return
+    log.info("rank %d: waiting for rank 0's %s at %s", global_rank(), what, path)
+    deadline = time.monotonic() + timeout
+    while not _complete(path):
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"rank 0 did not write its {what} at {path} within {timeout:.0f} s: do all "
+                "processes see the same --data.cache_dir?"
+            )
+        time.sleep(0.5)
 
 
 @contextmanager
@@ -262,6 +290,8 @@ class TranslationDataModule(LightningDataModule):
         settings = [self.vocab_size, self.spm_type, self.joint_vocab, langs, size]
         key = _key("spm", FORMAT_VERSION, corpus.fingerprint, settings)
         path = self.cache_dir / f"spm-{key}"
+        if global_rank() > 0:  # rank 0 trains it, the others load what it saves
+            _wait_until_complete(path, "SentencePiece model", SPM_WAIT_SECONDS)
         if _complete(path):
             log.info("reusing cached SentencePiece model at %s", path)
             return Tokenizer.load_dir(path)

@@ -11,12 +11,12 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from seq2seq.checkpoint import check_resumable, load_checkpoint, resolve_resume_path
 from seq2seq.corpus import resolve_corpus_file
 from seq2seq.datamodule import SPLITS, TranslationDataModule
 from seq2seq.demo import write_demo_corpus
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.system import TranslationModule
-from seq2seq.translator import load_checkpoint
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 DEMO_DATA = Path("data/demo")
@@ -31,7 +31,8 @@ class TranslationCLI(LightningCLI):
             "--ckpt_path",
             type=str | None,
             default=None,
-            help="Checkpoint to resume training from (e.g. .../last.ckpt).",
+            help="Checkpoint to resume training from: a file, or last (last.ckpt in "
+            "--checkpoint.dirpath) or best (the best checkpoint that last.ckpt records).",
         )
         parser.add_argument(
             "--save_last_every_n_steps",
@@ -154,9 +155,12 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
             every_n_train_steps=cli.config.save_last_every_n_steps,
         )
     )
+    resume = None
     if cli.config.ckpt_path is not None:
-        load_checkpoint(cli.config.ckpt_path)  # clear errors, and never unpickles code
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+        resume = resolve_resume_path(cli.config.ckpt_path, cli.config.checkpoint.dirpath)
+        checkpoint = load_checkpoint(resume)  # clear errors, and never unpickles code
+        check_resumable(checkpoint, resume, cli.datamodule.tokenizer, cli.model.hparams.lr)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
     if cli.datamodule.hparams.test is not None or cli.datamodule.hparams.dataset is not None:
         best = cli.trainer.checkpoint_callback.best_model_path or None
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)

@@ -1,8 +1,6 @@
 """The Python API for translation: `Translator.from_checkpoint(path).translate(sentences)`."""
 
 import logging
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -12,6 +10,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from seq2seq.batching import TokenBatchSampler
+from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.search import (
@@ -243,36 +242,6 @@ class Translator:
         return src.to(self.device), lengths.to(self.device)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint safely (`weights_only=True`); clear errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path}: not a PyTorch checkpoint (not a zip archive, or truncated)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # the safe unpickler met a non-plain object
-        reason = _unpickler_reason(err)
-        raise UserError(
-            f"{path}: refused to load, it holds more than plain data ({reason})"
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise UserError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
-    if not isinstance(checkpoint, dict):
-        kind = type(checkpoint).__name__
-        raise UserError(f"{path}: not a seq2seq training checkpoint (it holds a {kind})")
-    missing = [k for k in ("hyper_parameters", "state_dict", "tokenizer") if k not in checkpoint]
-    if missing:
-        raise UserError(f"{path}: not a seq2seq training checkpoint (no {', '.join(missing)})")
-    models, sides = checkpoint["tokenizer"], ("src", "tgt")  # see `Tokenizer.to_dict`
-    if not isinstance(models, dict) or not all(isinstance(models.get(s), bytes) for s in sides):
-        raise UserError(
-            f"{path}: its SentencePiece models (tokenizer.src, tokenizer.tgt) are missing"
-        )
-    return checkpoint
-
-
 def resolve_device(device: str) -> torch.device:
     """ "auto" picks CUDA when available; "cuda" without a GPU is a user error."""
     if device == "auto":
@@ -283,15 +252,3 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise UserError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
-
-
-def _unpickler_reason(err: pickle.UnpicklingError) -> str:
-    """The line of torch's long weights-only error that says what was refused."""
-    for line in str(err).splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

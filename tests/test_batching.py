@@ -1,6 +1,7 @@
 """Token batch sampler and collate."""
 
 import itertools
+import logging
 import pickle
 from collections import Counter
 from functools import partial
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.batching import TokenBatchSampler, collate, example_cost
+from seq2seq.batching import ResumableLoader, TokenBatchSampler, collate, example_cost
 
 MAX_TOKENS = 200
 
@@ -63,6 +64,32 @@ def test_resume_skips_the_batches_done_in_that_epoch_only(lengths: np.ndarray) -
     assert epoch_batches(sampler, 3) == epoch_batches(
         TokenBatchSampler(lengths, MAX_TOKENS, seed=3), 3
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "skipped"),
+    [({}, 5), ({"max_tokens": 300}, 0), ({"seed": 4}, 0), ({"num_replicas": 2}, 0)],
+)
+def test_resumed_loader_skips_only_under_the_same_batching(
+    lengths: np.ndarray, change: dict, skipped: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint's batches done are skipped only where the batching is the same."""
+
+    def loader(**settings) -> ResumableLoader:
+        options = {"max_tokens": MAX_TOKENS, "seed": 3} | settings
+        sampler = TokenBatchSampler(lengths, **options)
+        return ResumableLoader(lengths.tolist(), batch_sampler=sampler, batches_done=lambda: 5)
+
+    saved = loader()
+    saved.batch_sampler.set_epoch(2)
+    resumed = loader(**change)
+    with caplog.at_level(logging.WARNING, "seq2seq"):
+        resumed.load_state_dict(saved.state_dict())
+    whole = epoch_batches(
+        TokenBatchSampler(lengths, **({"max_tokens": MAX_TOKENS, "seed": 3} | change)), 2
+    )
+    assert list(resumed.batch_sampler) == whole[skipped:]
+    assert ("epoch 2 restarts from its first batch" in caplog.text) == (skipped == 0)
 
 
 def test_shuffled_batches_group_similar_lengths(lengths: np.ndarray) -> None:

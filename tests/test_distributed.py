@@ -1,6 +1,7 @@
 """Two CPU processes (gloo): sharded batches, distributed evaluation, a DDP training run."""
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -84,6 +85,39 @@ def test_sampler_over_two_gloo_processes(tiny_corpus: Path, tmp_path: Path) -> N
             again.set_epoch(epoch)
             assert list(again) == shards[rank]
     assert ranks[0][0] != ranks[0][1]  # a new order each epoch
+
+
+def _write_rank_tokenizer(rank: int, port: int, corpus: Path, out: Path) -> None:
+    """In process `rank` of 2, over an empty cache: its SentencePiece models, and whether
+    it trained them."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    try:
+        messages: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: messages.append(record.getMessage())
+        logging.getLogger("seq2seq").addHandler(handler)
+        logging.getLogger("seq2seq").setLevel(logging.INFO)
+        data = TranslationDataModule(
+            train=str(corpus / "train"), vocab_size=60, cache_dir=str(out / "cache")
+        )
+        models = data.tokenizer.to_dict()
+        trained = any(m.startswith("training SentencePiece") for m in messages)
+        result = {"src": models["src"].hex(), "tgt": models["tgt"].hex(), "trained": trained}
+        (out / f"rank{rank}.json").write_text(json.dumps(result))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_only_rank_zero_trains_sentencepiece(tiny_corpus: Path, tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(
+        _write_rank_tokenizer, args=(_free_port(), tiny_corpus, tmp_path), nprocs=2, join=True
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["trained"] for r in ranks] == [True, False]
+    assert ranks[0]["src"] == ranks[1]["src"] and ranks[0]["tgt"] == ranks[1]["tgt"]
 
 
 def test_ddp_validation_equals_single_process(trained: Path, tiny_corpus: Path) -> None:

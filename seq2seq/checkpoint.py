@@ -1,0 +1,101 @@
+"""Training checkpoints: read safely, and checked before training resumes from one."""
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seq2seq.errors import UserError
+from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (`weights_only=True`); clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a PyTorch checkpoint (not a zip archive, or truncated)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # the safe unpickler met a non-plain object
+        reason = _unpickler_reason(err)
+        raise UserError(
+            f"{path}: refused to load, it holds more than plain data ({reason})"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise UserError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
+    if not isinstance(checkpoint, dict):
+        kind = type(checkpoint).__name__
+        raise UserError(f"{path}: not a seq2seq training checkpoint (it holds a {kind})")
+    missing = [k for k in ("hyper_parameters", "state_dict", "tokenizer") if k not in checkpoint]
+    if missing:
+        raise UserError(f"{path}: not a seq2seq training checkpoint (no {', '.join(missing)})")
+    models, sides = checkpoint["tokenizer"], ("src", "tgt")  # see `Tokenizer.to_dict`
+    if not isinstance(models, dict) or not all(isinstance(models.get(s), bytes) for s in sides):
+        raise UserError(
+            f"{path}: its SentencePiece models (tokenizer.src, tokenizer.tgt) are missing"
+        )
+    return checkpoint
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    """The line of torch's long weights-only error that says what was refused."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def resolve_resume_path(ckpt_path: str, dirpath: str | None) -> Path:
+    """`--ckpt_path`: a file, or Lightning's shorthands "last" (last.ckpt in the checkpoint
+    folder) and "best" (the best checkpoint that last.ckpt records)."""
+    if ckpt_path not in ("last", "best"):
+        return Path(ckpt_path)
+    if dirpath is None:
+        raise UserError(
+            f"--ckpt_path {ckpt_path} needs --checkpoint.dirpath, the folder to look in"
+        )
+    last = Path(dirpath) / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"--ckpt_path {ckpt_path}: no last.ckpt in {dirpath}")
+    if ckpt_path == "last":
+        return last
+    states = load_checkpoint(last).get("callbacks", {})
+    best = [s["best_model_path"] for s in states.values() if s.get("best_model_path")]
+    if not best:
+        raise UserError(f"--ckpt_path best: {last} records no best checkpoint")
+    return Path(best[0])
+
+
+def check_resumable(
+    checkpoint: dict[str, Any], path: Path, tokenizer: Tokenizer, lr: float
+) -> None:
+    """Before training resumes from `checkpoint`: its SentencePiece models must be those
+    the data gives (else the token ids change meaning); a changed learning rate is warned
+    about (the optimizer state restored from the checkpoint keeps its own)."""
+    saved = Tokenizer.from_dict(checkpoint["tokenizer"])
+    if saved.fingerprint != tokenizer.fingerprint:
+        raise UserError(
+            f"{path} was trained with SentencePiece model(s) {saved.fingerprint}, but the "
+            f"data gives {tokenizer.fingerprint} (a changed corpus or vocabulary setting "
+            "trains new ones): resume with the data and settings of that run"
+        )
+    trained_lr = checkpoint["hyper_parameters"].get("lr")
+    if trained_lr is not None and trained_lr != lr:
+        log.warning(
+            "--model.lr %g is not used: resuming restores the optimizer and schedule of %s "
+            "(trained with --model.lr %g)",
+            lr,
+            path,
+            trained_lr,
+        )
