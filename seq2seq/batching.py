@@ -194,8 +194,16 @@ def _pad(rows: list[list[int]], pad_id: int, min_width: int = 0) -> torch.Tensor
     return torch.tensor([[*row, *[pad_id] * (width - len(row))] for row in rows], dtype=torch.long)
 
 
-def collate(examples: list[dict], *, pad_id: int, bos_id: int, eos_id: int) -> dict[str, Any]:
-    """Pad a list of examples into a batch.
+def collate(
+    examples: list[dict],
+    *,
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
+    max_src_len: int | None = None,
+) -> dict[str, Any]:
+    """Pad a list of examples into a batch, sources cut to `max_src_len` tokens if given
+    (what `Translator` does to sources longer than any trained on).
 
     Each example has `src_ids`, `tgt_ids` (lists of ints, no BOS/EOS), `index`
     and optionally `src_text`, `tgt_text`. Returns tensors `src` (B, S),
@@ -204,7 +212,7 @@ def collate(examples: list[dict], *, pad_id: int, bos_id: int, eos_id: int) -> d
     lists of str where the examples have them. S is at least 1 even when every
     source is empty, whose `src_lengths` are then 0.
     """
-    src = [ex["src_ids"] for ex in examples]
+    src = [ex["src_ids"][:max_src_len] for ex in examples]
     tgt = [ex["tgt_ids"] for ex in examples]
     batch: dict[str, Any] = {
         "src": _pad(src, pad_id, min_width=1),

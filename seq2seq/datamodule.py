@@ -112,7 +112,8 @@ class TranslationDataModule(LightningDataModule):
     The tokenizer, and the vocabulary sizes and special ids that come from it,
     are loaded or trained on first use. Training pairs with an empty side or
     more than `max_len` tokens on a side are dropped; validation and test
-    pairs are kept as they are, with their raw text for scoring.
+    pairs are all kept, with their raw text for scoring, sources cut to `max_len`
+    tokens as `Translator` cuts them.
     """
 
     def __init__(
@@ -364,7 +365,10 @@ class TranslationDataModule(LightningDataModule):
         )
         options = {
             "batch_sampler": sampler,
-            "collate_fn": partial(collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID),
+            # Evaluation sources longer than max_len are cut as Translator cuts them.
+            "collate_fn": partial(
+                collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, max_src_len=self.max_len
+            ),
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
         }

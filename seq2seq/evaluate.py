@@ -10,6 +10,7 @@ import logging
 
 from sacrebleu.metrics import BLEU
 
+from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.metrics import CorpusScore, corpus_scores
 from seq2seq.textfiles import read_text_lines
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenize",
         choices=list(BLEU.TOKENIZERS),
         default=None,
-        help="sacrebleu BLEU tokenizer (default 13a)",
+        help="sacrebleu BLEU tokenizer (default: 13a, or with --checkpoint the one its "
+        "validation used, --model.bleu_tokenize)",
     )
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -53,15 +55,19 @@ def score(args: argparse.Namespace) -> list[CorpusScore]:
         raise UserError("--checkpoint needs --src, the source sentences to translate")
     decoding = decoding_options(args) if args.checkpoint is not None else {}
     references = {ref: read_text_lines(ref) for ref in args.ref}
+    tokenize = args.tokenize
     if args.checkpoint is not None:
         sources = read_text_lines(args.src)
         check_line_counts(args.src, sources, references)
-        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        checkpoint = load_checkpoint(args.checkpoint)
+        translator = Translator.from_loaded(checkpoint, args.checkpoint, device=args.device)
         hypotheses = translator.translate(sources, **decoding)
+        if tokenize is None:  # the BLEU tokenizer of the model's validation
+            tokenize = checkpoint["hyper_parameters"].get("bleu_tokenize")
     else:
         hypotheses = read_text_lines(args.hyp)
         check_line_counts(args.hyp, hypotheses, references)
-    options = {"tokenize": args.tokenize, "lowercase": args.lowercase}
+    options = {"tokenize": tokenize, "lowercase": args.lowercase}
     return corpus_scores(
         hypotheses, list(references.values()), metrics=tuple(args.metrics), **options
     )

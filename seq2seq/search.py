@@ -10,6 +10,10 @@ batch as soon as it is done; beam search then scores (`log_probs`) only the rows
 beams still open. A hypothesis never contains padding, BOS or EOS. Its `log_prob` is
 the sum of the model's log-probabilities of its tokens, EOS included when it ended in
 EOS; its `score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`).
+A hypothesis that reaches its length limit stops there, scored without an EOS term
+(fairseq forces EOS at the limit instead): that would take one more decoder step per
+cut hypothesis, for outputs the limit should rarely cut (validation warns when the
+references do not fit it); the exhaustive-search test scores the same way.
 With `return_attention=True`, `attention` holds the decoder's weights over the
 sentence's true source for each output token, EOS included (None for a model
 without attention, and by default: keeping it costs time and memory).

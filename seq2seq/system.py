@@ -2,6 +2,7 @@
 
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
@@ -14,7 +15,12 @@ from seq2seq.decoder import AttentionType
 from seq2seq.encoder import Cell
 from seq2seq.errors import UserError
 from seq2seq.loss import smoothed_cross_entropy
-from seq2seq.metrics import score_from_statistics, statistics_width, sufficient_statistics
+from seq2seq.metrics import (
+    check_bleu_tokenize,
+    score_from_statistics,
+    statistics_width,
+    sufficient_statistics,
+)
 from seq2seq.model import build_model
 from seq2seq.search import (
     MAX_LEN_A,
@@ -63,6 +69,9 @@ class TranslationModule(LightningModule):
         max_len_a: decoding length limit a * source length + b, for validation and test.
         max_len_b: see max_len_a.
         test_beam_size: beam size for the test set.
+        bleu_tokenize: sacrebleu's BLEU tokenizer for validation and test (13a, intl, zh,
+            char, ...): what checkpoint selection and early stopping see; stored in the
+            checkpoint, where `evaluate.py --checkpoint` finds it.
         max_nonfinite_losses: a batch whose loss is not finite (on any rank) is skipped with
             a warning; this many in a row stop training with an error (the checkpoints
             written before are kept).
@@ -95,9 +104,11 @@ class TranslationModule(LightningModule):
         max_len_a: float = MAX_LEN_A,
         max_len_b: int = MAX_LEN_B,
         test_beam_size: int = 5,
+        bleu_tokenize: str = "13a",
         max_nonfinite_losses: int = 10,
     ) -> None:
         super().__init__()
+        check_bleu_tokenize(bleu_tokenize)
         if max_nonfinite_losses < 1:
             raise UserError(
                 f"model.max_nonfinite_losses must be at least 1, not {max_nonfinite_losses}"
@@ -131,10 +142,11 @@ class TranslationModule(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
         smoothed_sum, _, tokens = self._token_losses(logits, batch["tgt_out"])
-        loss = smoothed_sum / tokens
+        reduce_sum = partial(self.trainer.strategy.reduce, reduce_op="sum")
+        loss = mean_over_all_tokens(smoothed_sum, tokens, self.trainer.world_size, reduce_sum)
         if not self._finite_or_skipped(loss, batch_idx):
             return None  # Lightning skips backward and the optimizer step
-        self.log("train_loss", loss, prog_bar=True, batch_size=int(tokens))
+        self.log("train_loss", smoothed_sum / tokens, prog_bar=True, batch_size=int(tokens))
         return loss
 
     def _finite_or_skipped(self, loss: Tensor, batch_idx: int) -> bool:
@@ -217,7 +229,11 @@ class TranslationModule(LightningModule):
         flat_logits, flat_targets = logits.flatten(0, 1), targets.flatten()  # (B*T, V), (B*T,)
         pad = self.hparams.pad_id
         smoothed, nll = smoothed_cross_entropy(
-            flat_logits, flat_targets, smoothing=self.hparams.label_smoothing, pad_id=pad
+            flat_logits,
+            flat_targets,
+            smoothing=self.hparams.label_smoothing,
+            pad_id=pad,
+            unsmoothed_ids=(pad, self.hparams.bos_id),
         )
         return smoothed, nll, (flat_targets != pad).sum()
 
@@ -238,7 +254,11 @@ class TranslationModule(LightningModule):
         ref_lengths = ((batch["tgt_out"] != hp.pad_id).sum(1) - 1).tolist()  # without EOS
         too_long = sum(at_length_limit(ref_lengths, batch["src_lengths"], **limits))
         texts = self.tokenizer.decode_tgt([h.tokens for h in hypotheses])
-        statistics = [sufficient_statistics(m, texts, batch["tgt_text"]) for m in EVAL_METRICS]
+        tokenize = hp.bleu_tokenize
+        statistics = [
+            sufficient_statistics(m, texts, batch["tgt_text"], tokenize=tokenize)
+            for m in EVAL_METRICS
+        ]
         counts = [nll.item(), tokens.item(), too_long, len(hypotheses)]
         totals = torch.as_tensor(np.concatenate([counts, *statistics]), dtype=torch.float64)
         self._eval_totals = totals if self._eval_totals is None else self._eval_totals + totals
@@ -269,7 +289,8 @@ class TranslationModule(LightningModule):
         offset = COUNTS
         for metric in EVAL_METRICS:
             width = statistics_width(metric)
-            score = score_from_statistics(metric, totals[offset : offset + width])
+            statistics = totals[offset : offset + width]
+            score = score_from_statistics(metric, statistics, tokenize=self.hparams.bleu_tokenize)
             self.log(f"{stage}_{metric}", score, prog_bar=True, sync_dist=True)
             offset += width
 
@@ -286,6 +307,18 @@ class TranslationModule(LightningModule):
                 hp.max_len_a,
                 hp.max_len_b,
             )
+
+
+def mean_over_all_tokens(
+    loss_sum: Tensor, tokens: Tensor, world_size: int, reduce_sum: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """This process's summed loss over the target tokens of all processes, times their
+    number: DDP averages gradients over processes, so the step follows the mean loss per
+    token of the whole distributed batch, as fairseq normalizes (a mean per process would
+    weigh the tokens of a process with fewer more)."""
+    if world_size == 1:
+        return loss_sum / tokens
+    return loss_sum * world_size / reduce_sum(tokens.to(loss_sum.dtype))
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int) -> float:

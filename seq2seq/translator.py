@@ -84,7 +84,11 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
         """Load a checkpoint written by `scripts/train.py`: it holds everything needed."""
-        checkpoint = load_checkpoint(path)
+        return cls.from_loaded(load_checkpoint(path), path, device)
+
+    @classmethod
+    def from_loaded(cls, checkpoint: dict[str, Any], path: str | Path, device: str) -> "Translator":
+        """From a checkpoint read by `load_checkpoint(path)`."""
         model = build_model(checkpoint["hyper_parameters"])
         state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
         try:

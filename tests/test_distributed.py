@@ -15,7 +15,9 @@ from lightning.pytorch import Trainer
 
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.datamodule import TranslationDataModule, dataset_costs
-from seq2seq.system import TranslationModule
+from seq2seq.loss import smoothed_cross_entropy
+from seq2seq.model import Seq2Seq
+from seq2seq.system import TranslationModule, mean_over_all_tokens
 from seq2seq.train import DEMO_CONFIG
 
 
@@ -118,6 +120,70 @@ def test_only_rank_zero_trains_sentencepiece(tiny_corpus: Path, tmp_path: Path) 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["trained"] for r in ranks] == [True, False]
     assert ranks[0]["src"] == ranks[1]["src"] and ranks[0]["tgt"] == ranks[1]["tgt"]
+
+
+def _grad_step(model: Seq2Seq, rows: list[int], world_size: int, reduce_sum) -> None:
+    """Backward of the training loss of `rows` of the fixed batch below."""
+    src, src_lengths, tgt_in, tgt_out = _fixed_batch(rows)
+    logits = model(src, src_lengths, tgt_in)
+    flat = logits.flatten(0, 1), tgt_out.flatten()
+    loss_sum, _ = smoothed_cross_entropy(*flat, smoothing=0.1, pad_id=0)
+    tokens = (tgt_out != 0).sum()
+    mean_over_all_tokens(loss_sum, tokens, world_size, reduce_sum).backward()
+
+
+def _fixed_batch(rows: list[int]) -> tuple[torch.Tensor, ...]:
+    """Rows of 4 sentence pairs of different lengths, padded to the longest of `rows`."""
+    gen = torch.Generator().manual_seed(3)
+    pairs = [
+        (torch.randint(4, 17, (n,), generator=gen), torch.randint(4, 19, (m,), generator=gen))
+        for n, m in [(3, 2), (7, 9), (5, 8), (6, 11)]
+    ]
+    chosen = [pairs[i] for i in rows]
+    src = torch.nn.utils.rnn.pad_sequence([s for s, _ in chosen], batch_first=True)
+    tgt = [torch.cat([torch.tensor([2]), t, torch.tensor([3])]) for _, t in chosen]
+    tgt = torch.nn.utils.rnn.pad_sequence(tgt, batch_first=True)
+    return src, torch.tensor([len(s) for s, _ in chosen]), tgt[:, :-1], tgt[:, 1:]
+
+
+def _tiny_model() -> Seq2Seq:
+    torch.manual_seed(0)
+    return Seq2Seq(17, 19, embed_dim=8, hidden_size=8, dropout=0.0)
+
+
+def _write_rank_gradient(rank: int, port: int, out: Path) -> None:
+    """Process `rank` of 2 takes sentence 0 (rank 0: few tokens) or 1-3 (rank 1: many)."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(_tiny_model())
+
+        def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+            torch.distributed.all_reduce(tensor)
+            return tensor
+
+        _grad_step(model, [[0], [1, 2, 3]][rank], 2, reduce_sum)
+        grads = {name: p.grad for name, p in model.module.named_parameters()}
+        torch.save(grads, out / f"grad{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_gradient_equals_the_gradient_of_the_whole_batch(tmp_path: Path) -> None:
+    """The loss is normalized by the target tokens of all processes, not each one's own."""
+    torch.multiprocessing.spawn(_write_rank_gradient, args=(_free_port(), tmp_path), nprocs=2)
+    ddp = torch.load(tmp_path / "grad0.pt")
+    whole = _tiny_model()
+    _grad_step(whole, [0, 1, 2, 3], 1, lambda t: t)
+    for name, param in whole.named_parameters():
+        torch.testing.assert_close(ddp[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
+    per_process = _tiny_model()  # each process's own mean, then DDP's average: not the same
+    for rows in ([0], [1, 2, 3]):
+        _grad_step(per_process, rows, 1, lambda t: t)
+    weight = "decoder.output.weight"
+    averaged = dict(per_process.named_parameters())[weight].grad / 2
+    assert not torch.allclose(averaged, dict(whole.named_parameters())[weight].grad, rtol=1e-3)
 
 
 def test_ddp_validation_equals_single_process(trained: Path, tiny_corpus: Path) -> None:

@@ -39,3 +39,37 @@ def test_equals_cross_entropy_with_and_without_smoothing(smoothing: float, dtype
     assert ours_x.grad.dtype == dtype
     torch.testing.assert_close(ours_x.grad.double(), ref_x.grad, **tol)
     assert (ours_x.grad[[2, 5]] == 0).all()
+
+
+def explicit_reference(
+    logits: Tensor, targets: Tensor, smoothing: float, unsmoothed: list[int]
+) -> Tensor:
+    """Summed -Σ_v q_v log p_v with q written out: 1 - ε on the target, ε spread evenly over
+    the ids not in `unsmoothed`; padding rows left out (float64)."""
+    vocab = logits.size(1)
+    kept = torch.ones(vocab, dtype=torch.float64)
+    kept[unsmoothed] = 0
+    q = smoothing * kept / kept.sum() + (1 - smoothing) * F.one_hot(targets, vocab)
+    per_row = -(q * torch.log_softmax(logits.double(), dim=1)).sum(dim=1)
+    return per_row[targets != PAD].sum()
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.4])
+def test_smoothing_leaves_out_the_ids_search_never_emits(smoothing: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = (2 * torch.randn(10, 9, generator=gen)).double()
+    targets = torch.randint(2, 9, (10,), generator=gen)
+    targets[3] = PAD
+    unsmoothed = [PAD, 1]  # pad and BOS
+    ours_x = logits.clone().requires_grad_()
+    ours, _ = smoothed_cross_entropy(
+        ours_x, targets, smoothing=smoothing, pad_id=PAD, unsmoothed_ids=tuple(unsmoothed)
+    )
+    ours.backward()
+    ref_x = logits.clone().requires_grad_()
+    ref = explicit_reference(ref_x, targets, smoothing, unsmoothed)
+    ref.backward()
+    torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-6, atol=1e-6)
+    all_smoothed = explicit_reference(logits, targets, smoothing, [])
+    assert not torch.isclose(ref, all_smoothed)  # leaving them out changes the loss

@@ -2,8 +2,12 @@
 
 import pytest
 import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF
 
+from seq2seq.errors import UserError
 from seq2seq.metrics import (
+    _private,
+    check_bleu_tokenize,
     corpus_scores,
     score_from_statistics,
     statistics_width,
@@ -38,3 +42,27 @@ def test_summed_statistics_give_the_corpus_score() -> None:
         parts = [sufficient_statistics(metric, hyps[i : i + 2], refs[i : i + 2]) for i in (0, 2, 4)]
         assert parts[0].shape == (statistics_width(metric),)
         assert score_from_statistics(metric, sum(parts)) == corpus(hyps, [refs]).score
+
+
+def test_statistics_follow_the_bleu_tokenizer() -> None:
+    hyps, refs = ["猫が座った。", "A dog-runs"], ["猫が座っていた。", "A dog runs"]
+    for tokenize in ("13a", "char", "intl"):
+        stats = sufficient_statistics("bleu", hyps, refs, tokenize=tokenize)
+        expected = sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score
+        assert score_from_statistics("bleu", stats, tokenize=tokenize) == expected
+    assert score_from_statistics(
+        "bleu", sufficient_statistics("bleu", hyps, refs, tokenize="char"), tokenize="char"
+    ) != score_from_statistics("bleu", sufficient_statistics("bleu", hyps, refs))
+
+
+def test_unknown_or_unusable_bleu_tokenizer_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="must be one of"):
+        check_bleu_tokenize("whitespace")
+    check_bleu_tokenize("char")
+
+
+def test_a_missing_private_sacrebleu_method_says_what_to_install() -> None:
+    with pytest.raises(RuntimeError, match=r"has no BLEU\._gone.*sacrebleu>=2\.4,<3"):
+        _private(BLEU(), "_gone")
+    for name in ("_extract_corpus_statistics", "_compute_score_from_stats"):
+        assert callable(_private(BLEU(), name)) and callable(_private(CHRF(), name))

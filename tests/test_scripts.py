@@ -147,3 +147,45 @@ def test_evaluate_can_translate_and_score_in_one_go(
     evaluate_main([*bf16, "--precision", "bf16"])
     assert set(json.loads(capsys.readouterr().out)) == {"BLEU", "chrF2", "TER"}
     assert set(in_one_go) == {"BLEU", "chrF2", "TER"}
+
+
+def test_evaluate_scores_with_the_checkpoints_bleu_tokenizer(
+    trained: Path, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = torch.load(trained / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["bleu_tokenize"] = "char"
+    char_ckpt = tmp_path / "char.ckpt"
+    torch.save(checkpoint, char_ckpt)
+    source, ref = str(tiny_corpus / "test.de"), str(tiny_corpus / "test.en")
+    common = ["--checkpoint", str(char_ckpt), "--src", source, "--ref", ref, "--json"]
+    evaluate_main([*common, "--greedy", "--metrics", "bleu"])
+    assert "tok:char" in json.loads(capsys.readouterr().out)["BLEU"]["signature"]
+    evaluate_main([*common, "--greedy", "--metrics", "bleu", "--tokenize", "13a"])
+    assert "tok:13a" in json.loads(capsys.readouterr().out)["BLEU"]["signature"]
+
+
+def test_training_test_scores_equal_translate_and_evaluate(
+    tmp_path: Path,
+    train_args: Callable[..., list[str]],
+    tiny_corpus: Path,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One score however it is computed, with test sources longer than the trained max_len
+    (cut to it in both)."""
+    limits = ("--trainer.max_epochs", "2", "--data.max_len", "12", "--model.test_beam_size", "3")
+    fit_and_test(train_args(tmp_path, *limits, "--trainer.limit_train_batches", "5"))
+    metrics = next(tmp_path.glob("**/metrics.csv")).read_text().splitlines()
+    header, *rows = (line.split(",") for line in metrics)
+    tested = next(row for row in rows if row[header.index("test_bleu")])
+    checkpoint = str(tmp_path / "checkpoints" / "best.ckpt")
+    source, ref = str(tiny_corpus / "test.de"), str(tiny_corpus / "test.en")
+    capsys.readouterr()  # training's output
+    with caplog.at_level(logging.WARNING, "seq2seq"):
+        args = ["--checkpoint", checkpoint, "--src", source, "--ref", ref, "--json"]
+        evaluate_main([*args, "--beam-size", "3", "--metrics", "bleu", "chrf"])
+    assert "longer than 12 source pieces, truncated" in caplog.text
+    scored = json.loads(capsys.readouterr().out)
+    for metric, name in (("test_bleu", "BLEU"), ("test_chrf", "chrF2")):
+        expected = float(tested[header.index(metric)])
+        assert scored[name]["score"] == pytest.approx(expected, abs=0.01), metric
