@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import Tokenizer
@@ -99,3 +100,42 @@ def check_resumable(
             path,
             trained_lr,
         )
+
+
+ARCHITECTURE = (
+    "cell",
+    "attention",
+    "embed_dim",
+    "hidden_size",
+    "encoder_layers",
+    "decoder_layers",
+    "bidirectional",
+    "tie_embeddings",
+)
+
+
+def check_architecture(checkpoint: dict[str, Any], path: str, model: dict[str, Any]) -> None:
+    """The model settings of a run that starts from `checkpoint`'s weights must be its own."""
+    saved = checkpoint["hyper_parameters"]
+    differ = [
+        f"model.{name} is {model[name]!r}, the checkpoint's {saved[name]!r}"
+        for name in ARCHITECTURE
+        if name in saved and model.get(name) != saved[name]
+    ]
+    if differ:
+        raise UserError(f"--init_from {path}: " + "; ".join(differ))
+
+
+def unpack_tokenizer(checkpoint: dict[str, Any], directory: Path) -> list[Path]:
+    """Write the checkpoint's SentencePiece model(s) under `directory`; -> their files
+    (one joint model, or the source's then the target's)."""
+    tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
+    return tokenizer.save(directory / f"spm-init-{tokenizer.fingerprint}")
+
+
+def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str) -> None:
+    """Copy the checkpoint's weights into `model` (a `TranslationModule`)."""
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"--init_from {path}: its weights do not fit this model ({err})") from err

@@ -11,7 +11,14 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from seq2seq.checkpoint import check_resumable, load_checkpoint, resolve_resume_path
+from seq2seq.checkpoint import (
+    check_architecture,
+    check_resumable,
+    load_checkpoint,
+    load_weights,
+    resolve_resume_path,
+    unpack_tokenizer,
+)
 from seq2seq.corpus import resolve_corpus_file
 from seq2seq.datamodule import SPLITS, TranslationDataModule
 from seq2seq.demo import write_demo_corpus
@@ -33,6 +40,13 @@ class TranslationCLI(LightningCLI):
             default=None,
             help="Checkpoint to resume training from: a file, or last (last.ckpt in "
             "--checkpoint.dirpath) or best (the best checkpoint that last.ckpt records).",
+        )
+        parser.add_argument(
+            "--init_from",
+            type=str | None,
+            default=None,
+            help="Start a new run (fine-tuning) from this checkpoint's weights and SentencePiece "
+            "model(s): new optimizer, schedule and step count; model settings as it has them.",
         )
         parser.add_argument(
             "--save_last_every_n_steps",
@@ -79,6 +93,21 @@ class TranslationCLI(LightningCLI):
             if prefix is not None:
                 for lang in (data.src_lang, data.tgt_lang):
                     resolve_corpus_file(prefix, lang)
+        if self.config.init_from is not None:
+            self._use_init_checkpoint(self.config.init_from)
+
+    def _use_init_checkpoint(self, path: str) -> None:
+        """Check the model settings against the checkpoint; its tokenizer becomes the data's."""
+        if self.config.ckpt_path is not None:
+            raise UserError("give --init_from (a new run) or --ckpt_path (resuming), not both")
+        data = self.config.data
+        if data.spm_model is not None:
+            raise UserError("--init_from brings its SentencePiece model(s): drop data.spm_model")
+        checkpoint = load_checkpoint(path)
+        check_architecture(checkpoint, path, self.config.model.as_dict())
+        files = unpack_tokenizer(checkpoint, Path(data.cache_dir))
+        data.spm_model = str(files[0])
+        data.spm_tgt_model = str(files[1]) if len(files) > 1 else None
 
 
 def main(args: list[str] | None = None) -> None:
@@ -155,6 +184,8 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
             every_n_train_steps=cli.config.save_last_every_n_steps,
         )
     )
+    if cli.config.init_from is not None:
+        load_weights(cli.model, load_checkpoint(cli.config.init_from), cli.config.init_from)
     resume = None
     if cli.config.ckpt_path is not None:
         resume = resolve_resume_path(cli.config.ckpt_path, cli.config.checkpoint.dirpath)

@@ -1,4 +1,5 @@
-"""Resuming checks what it resumes: the tokenizer, the learning rate, Lightning's shorthands."""
+"""Resuming checks what it resumes (the tokenizer, the learning rate, Lightning's shorthands);
+fine-tuning starts from a checkpoint's weights and tokenizer."""
 
 import logging
 import shutil
@@ -9,7 +10,9 @@ import pytest
 import torch
 
 from seq2seq.checkpoint import resolve_resume_path
+from seq2seq.demo import write_demo_corpus
 from seq2seq.errors import UserError
+from seq2seq.system import TranslationModule
 from seq2seq.train import fit_and_test
 
 # The `trained` fixture's run: 2 epochs of 3 batches, validation on 2.
@@ -52,3 +55,32 @@ def test_best_shorthand_is_the_best_that_last_records(trained: Path) -> None:
         resolve_resume_path("last", None)
     with pytest.raises(UserError, match=r"no last\.ckpt"):
         resolve_resume_path("last", str(folder.parent))
+
+
+def test_fine_tuning_keeps_the_vocabulary_and_lowers_the_loss_on_new_data(
+    trained: Path, tmp_path: Path, train_args: Callable[..., list[str]]
+) -> None:
+    new = write_demo_corpus(tmp_path / "new", seed=11, sizes={"train": 300, "val": 30})
+    start = trained / "checkpoints" / "best.ckpt"
+    corpus = ("--data.train", str(new / "train"), "--data.val", str(new / "val"))
+    run = tmp_path / "run"
+    extra = ("--init_from", str(start), *corpus, "--data.test", "null")
+    cli = fit_and_test(train_args(run, *extra, "--trainer.max_epochs", "2", *LIMITS))
+    assert cli.trainer.global_step == 6  # a new run: its own steps from 0
+    before, after = (
+        torch.load(p, weights_only=True) for p in (start, run / "checkpoints" / "last.ckpt")
+    )
+    assert after["tokenizer"] == before["tokenizer"]  # no SentencePiece trained on the new data
+    started = TranslationModule.load_from_checkpoint(start)
+    (loss_before,) = cli.trainer.validate(started, datamodule=cli.datamodule, verbose=False)
+    (loss_after,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert loss_after["val_loss"] < loss_before["val_loss"]
+
+
+def test_fine_tuning_refuses_another_architecture(
+    trained: Path, tmp_path: Path, train_args: Callable[..., list[str]]
+) -> None:
+    start = str(trained / "checkpoints" / "best.ckpt")
+    args = train_args(tmp_path, "--init_from", start, "--model.hidden_size", "24")
+    with pytest.raises(UserError, match=r"model\.hidden_size is 24, the checkpoint's 16"):
+        fit_and_test(args)
