@@ -114,7 +114,9 @@ def load_hf_translation(
     pairs = pairs.rename_columns(
         {f"translation.{src_lang}": "src_text", f"translation.{tgt_lang}": "tgt_text"}
     ).select_columns(["src_text", "tgt_text"])
-    key = f"{data._fingerprint}\0{split}\0{src_lang}\0{tgt_lang}"
+    # The Arrow files that load_from_disk / load_dataset memory-map (path, size, mtime).
+    files = file_fingerprint(*(Path(cache["filename"]) for cache in data.cache_files))
+    key = f"{files}\0{len(data)}\0{split}\0{src_lang}\0{tgt_lang}"
     return pairs, hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

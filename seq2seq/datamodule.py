@@ -25,7 +25,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 import torch.distributed
-from lightning import LightningDataModule
+from lightning import LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -51,6 +51,15 @@ def _key(*parts: object) -> str:
 
 def _complete(path: Path) -> bool:
     return (path / MARKER).is_file()
+
+
+def _no_distributed_sampler(trainer: Trainer) -> None:
+    """Trainer(use_distributed_sampler=False) after the fact, for a Trainer made without it
+    (scripts/train.py passes it). Lightning has no public setter: where its private one is
+    gone, Lightning's own error asks for that argument."""
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if hasattr(connector, "use_distributed_sampler"):
+        connector.use_distributed_sampler = False
 
 
 def global_rank() -> int:
@@ -250,8 +259,7 @@ class TranslationDataModule(LightningDataModule):
         the batch sampler shards by rank itself (see `TokenBatchSampler`).
         """
         if self.trainer is not None:
-            # No public setter: the same as Trainer(use_distributed_sampler=False).
-            self.trainer._accelerator_connector.use_distributed_sampler = False
+            _no_distributed_sampler(self.trainer)
         for split in STAGE_SPLITS[stage]:
             if self._configured(split):
                 self._dataset(split)

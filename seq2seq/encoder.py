@@ -4,12 +4,14 @@ Shapes: B batch, S source length, E embedding size, H hidden size per
 direction, D = H * directions, L layers.
 """
 
+import threading
 from functools import partial
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import _VF, Tensor, nn
+from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.precision import run_rnn
@@ -102,8 +104,7 @@ class Encoder(nn.Module):
         O(S^2) memory traffic. Here the forward
         direction runs over the padded batch as it is (padding comes after each sentence),
         the backward one over each sentence reversed in place (padding still after it).
-        Each layer and direction runs through `torch._VF`, as `nn.RNNBase.forward` does
-        (a private API: tests/test_encoder.py checks this path against the packed one).
+        tests/test_encoder.py checks this path against the packed one.
         """
         batch, length, _ = embedded.shape
         positions = torch.arange(length, device=embedded.device)  # (S,)
@@ -136,18 +137,26 @@ def _gather_time(x: Tensor, index: Tensor) -> Tensor:
 
 def _run_direction(rnn: nn.RNNBase, inputs: Tensor, *, layer: int, direction: int) -> Tensor:
     """One layer and direction of `rnn` with its own weights, from a zero state, over
-    (B, S, I) inputs taken in order -> (B, S, H) outputs."""
+    (B, S, I) inputs taken in order -> (B, S, H) outputs: a one-layer RNN of the same kind
+    called with those weights (`torch.func.functional_call`)."""
     suffix = f"_l{layer}" + ("_reverse" if direction else "")
-    weights = [getattr(rnn, f"{name}{suffix}") for name in ("weight_ih", "weight_hh")]
-    if rnn.bias:
-        weights += [getattr(rnn, f"{name}{suffix}") for name in ("bias_ih", "bias_hh")]
-    zeros = inputs.new_zeros(1, inputs.size(0), rnn.hidden_size)  # (1, B, H)
-    args = (weights, rnn.bias, 1, 0.0, rnn.training, False, True)
-    if isinstance(rnn, nn.LSTM):
-        return _VF.lstm(inputs, (zeros, zeros), *args)[0]
-    if isinstance(rnn, nn.GRU):
-        return _VF.gru(inputs, zeros, *args)[0]
-    return _VF.rnn_tanh(inputs, zeros, *args)[0]
+    names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
+    weights = {f"{name}_l0": getattr(rnn, f"{name}{suffix}") for name in names}
+    single = _one_layer(rnn.mode, inputs.size(2), rnn.hidden_size, rnn.bias)
+    return functional_call(single, weights, (inputs,))[0]
+
+
+_templates = threading.local()  # functional_call swaps weights in: one set per thread
+
+
+def _one_layer(mode: str, input_size: int, hidden_size: int, bias: bool) -> nn.RNNBase:
+    """A one-layer, one-direction, batch-first RNN whose weights are always given."""
+    cache = _templates.__dict__.setdefault("by_shape", {})
+    key = (mode, input_size, hidden_size, bias)
+    if key not in cache:
+        kind = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}[mode]
+        cache[key] = kind(input_size, hidden_size, bias=bias, batch_first=True)
+    return cache[key]
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:

@@ -165,6 +165,7 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
             trainer_defaults={
                 "default_root_dir": "runs",
                 "gradient_clip_val": 1.0,
+                "use_distributed_sampler": False,  # the data module's sampler shards by rank
             },
             parser_kwargs={
                 "description": "Train a recurrent encoder-decoder translation model. "

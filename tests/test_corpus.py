@@ -133,12 +133,15 @@ def test_load_hf_translation_from_disk(saved_dataset: Path) -> None:
     assert data.column_names == ["src_text", "tgt_text"]
     assert data["src_text"][:] == ["eins", "zwei", "drei"]
     assert data["tgt_text"][:] == ["one", "two", "three"]
+    corpus = HFCorpus.load(str(saved_dataset), "validation", "de", "en", None)
+    assert list(corpus.pairs()) == [("vier", "four")]
     reverse, reverse_fingerprint = load_hf_translation(str(saved_dataset), "train", "en", "de")
     assert reverse["src_text"][0] == "one"
     assert len({fingerprint, reverse_fingerprint}) == 2
     assert load_hf_translation(str(saved_dataset), "train", "de", "en")[1] == fingerprint
-    corpus = HFCorpus.load(str(saved_dataset), "validation", "de", "en", None)
-    assert list(corpus.pairs()) == [("vier", "four")]
+    changed = datasets.Dataset.from_dict({"translation": [{"de": "fünf", "en": "five"}]})
+    datasets.DatasetDict({"train": changed}).save_to_disk(str(saved_dataset))
+    assert load_hf_translation(str(saved_dataset), "train", "de", "en")[1] != fingerprint
 
 
 @pytest.mark.parametrize(

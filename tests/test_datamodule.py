@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from seq2seq.datamodule import TranslationDataModule
+from seq2seq.datamodule import TranslationDataModule, _no_distributed_sampler
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -247,3 +247,14 @@ def test_multi30k_tokenizer(multi30k: Path, tmp_path: Path) -> None:
     assert 400 < dm.src_vocab_size <= 500
     text = "Two young people are outside near many bushes."
     assert dm.tokenizer.decode_tgt(dm.tokenizer.encode_tgt([text])) == [text]
+
+
+def test_hand_made_trainers_still_get_the_data_modules_sampler() -> None:
+    """The one private Lightning attribute used: a hand-made Trainer's distributed-sampler
+    switch (scripts/train.py sets the public argument). If Lightning moves it, such a
+    Trainer needs use_distributed_sampler=False (Lightning's own error says so)."""
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    connector = trainer._accelerator_connector
+    assert connector.use_distributed_sampler, "expected Lightning's default"
+    _no_distributed_sampler(trainer)
+    assert connector.use_distributed_sampler is False
