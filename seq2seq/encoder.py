@@ -101,10 +101,10 @@ class Encoder(nn.Module):
 
         PyTorch's CPU RNN over a packed sequence slices the input projection of all steps
         once per step, and the backward of each slice fills a zero tensor of the full size:
-        O(S^2) memory traffic. Here the forward
-        direction runs over the padded batch as it is (padding comes after each sentence),
-        the backward one over each sentence reversed in place (padding still after it).
-        tests/test_encoder.py checks this path against the packed one.
+        O(S^2) memory traffic. Here the forward direction runs over the padded batch as it
+        is (padding comes after each sentence), the backward one over each sentence
+        reversed in place (padding still after it). tests/test_encoder.py checks this path
+        against the packed one.
         """
         batch, length, _ = embedded.shape
         positions = torch.arange(length, device=embedded.device)  # (S,)
