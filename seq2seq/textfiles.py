@@ -6,9 +6,9 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from seq2seq.errors import UserError
 
@@ -16,35 +16,42 @@ log = logging.getLogger(__name__)
 
 
 def read_text_lines(path: str) -> list[str]:
-    """All lines of a file (or stdin for "-"), without newlines.
+    """All lines of a file (or stdin for "-"): `open_text_lines` read to the end."""
+    return list(open_text_lines(path))
 
-    Invalid UTF-8 is decoded with U+FFFD replacement and warned about with
-    the line numbers; no line is ever dropped, so outputs stay aligned.
+
+def open_text_lines(path: str) -> Iterator[str]:
+    """The lines of a file (or stdin for "-"), without newlines, read as they are taken.
+
+    The file is opened now (UserError if it cannot be). Invalid UTF-8 is decoded with
+    U+FFFD replacement and warned about with the line numbers once all lines are read;
+    no line is ever dropped, so outputs stay aligned.
     """
     if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            raise UserError(f"cannot read {path}: {err.strerror}") from err
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    lines, invalid = [], []
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            lines.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError:
-            lines.append(raw.decode("utf-8", errors="replace").rstrip("\r"))
-            invalid.append(number)
+        return _decoded_lines(nullcontext(sys.stdin.buffer), path)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 (closed by the generator)
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from err
+    return _decoded_lines(stream, path)
+
+
+def _decoded_lines(opened: AbstractContextManager[BinaryIO], path: str) -> Iterator[str]:
+    invalid = []
+    with opened as stream:
+        for number, raw in enumerate(stream, start=1):
+            raw = raw.removesuffix(b"\n")
+            try:
+                yield raw.decode("utf-8").rstrip("\r")
+            except UnicodeDecodeError:
+                invalid.append(number)
+                yield raw.decode("utf-8", errors="replace").rstrip("\r")
     if invalid:
         log.warning(
             "%s: invalid UTF-8 on line(s) %s, decoded with replacement characters",
             path,
             line_numbers(invalid),
         )
-    return lines
 
 
 @contextmanager

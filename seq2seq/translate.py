@@ -6,17 +6,22 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from types import FrameType
-from typing import get_args
+from typing import TextIO, get_args
+
+from tqdm import tqdm
 
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B
-from seq2seq.textfiles import atomic_output, read_text_lines
+from seq2seq.textfiles import atomic_output, open_text_lines
 from seq2seq.translator import BATCH_TOKENS, Precision, Translation, Translator
 
 log = logging.getLogger(__name__)
+
+CHUNK_LINES = 2000  # input lines translated at a time: memory stays flat on long inputs
 
 
 class Terminated(Exception):
@@ -105,13 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="plot the first K sentences (default 10)",
     )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="translate each stdin line as it arrives, flushing its output (for pipes)",
+    )
     add_decoding_arguments(parser)
     return parser
 
 
-def format_lines(results: list[list[Translation]], *, nbest: int, fmt: str) -> Iterator[str]:
-    """The output lines: `nbest` per input line, in input order."""
-    for number, ranked in enumerate(results, start=1):
+def format_lines(
+    results: list[list[Translation]], *, nbest: int, fmt: str, first_line: int = 1
+) -> Iterator[str]:
+    """The output lines: `nbest` per input line, in input order, numbered from `first_line`."""
+    for number, ranked in enumerate(results, start=first_line):
         for rank, translation in enumerate(ranked):
             if fmt == "jsonl":
                 fields = {
@@ -131,14 +143,14 @@ def write_attention_plots(
     translator: Translator,
     sources: list[str],
     results: list[list[Translation]],
-    out_dir: str,
+    folder: Path,
     count: int,
+    first_line: int,
 ) -> None:
-    """One PNG per sentence for the first `count` non-empty sentences with attention."""
-    folder = Path(out_dir)
-    if not folder.is_dir():
-        raise UserError(f"--attention-plot: directory {folder} does not exist")
-    for number, (source, ranked) in enumerate(zip(sources, results, strict=True), start=1):
+    """One PNG per sentence for the non-empty sentences with attention among the first
+    `count` lines; `sources` start at line `first_line`."""
+    numbered = enumerate(zip(sources, results, strict=True), start=first_line)
+    for number, (source, ranked) in numbered:
         best = ranked[0]
         if number > count or best.attention is None or not source.strip():
             continue
@@ -152,33 +164,81 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         options = decoding_options(args) | {"attention": bool(args.attention_plot)}
-        if not 1 <= args.nbest <= options["beam_size"]:
-            beam = "1 with --greedy" if args.greedy else options["beam_size"]
-            raise UserError(
-                f"--nbest must be between 1 and the beam size ({beam}), got {args.nbest}"
-            )
+        check_arguments(args, options["beam_size"])
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
-        sources = read_text_lines(args.input)
+        if args.interactive:
+            translate_interactively(translator, args, options)
+            return
+        lines = open_text_lines(args.input)
         # Opened before decoding, so that a bad output path fails at once, not after hours.
         with atomic_output(args.output) as out:
-            results = translator.translate_nbest(sources, nbest=args.nbest, **options)
-            if args.attention_plot:
-                write_attention_plots(
-                    translator, sources, results, args.attention_plot, args.attention_plot_count
-                )
-            out.writelines(format_lines(results, nbest=args.nbest, fmt=args.format))
+            translate_stream(translator, lines, out, args, options)
     except UserError as err:
         exit_on_user_error(err)
     except KeyboardInterrupt:
-        _exit_interrupted("interrupted", 130)
+        _exit_interrupted("interrupted", 130, args.output)
     except Terminated:
-        _exit_interrupted("terminated", 143)
+        _exit_interrupted("terminated", 143, args.output)
+
+
+def check_arguments(args: argparse.Namespace, beam_size: int) -> None:
+    """UserError for options that do not go together, or a missing plot folder."""
+    if not 1 <= args.nbest <= beam_size:
+        beam = "1 with --greedy" if args.greedy else beam_size
+        raise UserError(f"--nbest must be between 1 and the beam size ({beam}), got {args.nbest}")
+    if args.interactive and (args.input, args.output, args.attention_plot) != ("-", "-", None):
+        raise UserError(
+            "--interactive reads stdin and writes stdout: no --input, --output or --attention-plot"
+        )
+    if args.attention_plot and not Path(args.attention_plot).is_dir():
+        raise UserError(f"--attention-plot: directory {args.attention_plot} does not exist")
+
+
+def translate_stream(
+    translator: Translator,
+    lines: Iterator[str],
+    out: TextIO,
+    args: argparse.Namespace,
+    options: dict,
+) -> None:
+    """Translate `CHUNK_LINES` lines at a time (each chunk sorted by length into batches),
+    writing each chunk's output lines before reading the next."""
+    progress = options.pop("progress")
+    first_line = 1
+    with tqdm(unit="sent", disable=not progress) as bar:
+        while chunk := list(islice(lines, CHUNK_LINES)):
+            found = translator.translate_nbest(
+                chunk, nbest=args.nbest, first_line=first_line, **options
+            )
+            if args.attention_plot and first_line <= args.attention_plot_count:
+                folder, count = Path(args.attention_plot), args.attention_plot_count
+                write_attention_plots(translator, chunk, found, folder, count, first_line)
+            out.writelines(
+                format_lines(found, nbest=args.nbest, fmt=args.format, first_line=first_line)
+            )
+            out.flush()
+            first_line += len(chunk)
+            bar.update(len(chunk))
+
+
+def translate_interactively(
+    translator: Translator, args: argparse.Namespace, options: dict
+) -> None:
+    """Each stdin line translated alone as soon as it arrives, its output flushed."""
+    options = options | {"progress": False}
+    sys.stdout.reconfigure(encoding="utf-8")
+    for number, line in enumerate(open_text_lines("-"), start=1):
+        found = translator.translate_nbest([line], nbest=args.nbest, first_line=number, **options)
+        sys.stdout.writelines(
+            format_lines(found, nbest=args.nbest, fmt=args.format, first_line=number)
+        )
+        sys.stdout.flush()
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-def _exit_interrupted(what: str, status: int) -> None:
-    print(f"{what}: no output written", file=sys.stderr)
+def _exit_interrupted(what: str, status: int, output: str) -> None:
+    print(what + ("" if output == "-" else ": no output written"), file=sys.stderr)
     sys.exit(status)

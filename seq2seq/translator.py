@@ -133,6 +133,7 @@ class Translator:
         attention: bool = False,
         precision: Precision = "32",
         progress: bool = False,
+        first_line: int = 1,
     ) -> list[list[Translation]]:
         """The `nbest` best translations of each sentence, best first, in input order.
 
@@ -146,6 +147,7 @@ class Translator:
         `precision="bf16"` runs the model under bfloat16 autocast: faster on CPUs that
         multiply bfloat16 in hardware (AVX512-BF16, AMX), slower on others; a few
         outputs may change. (On CUDA, autocast runs cuDNN's GRU/LSTM in float16.)
+        Warnings number the sentences from `first_line`.
         """
         if beam_size < 1 or not 1 <= nbest <= beam_size:
             raise UserError(f"need 1 <= nbest <= beam size, got nbest {nbest}, beam {beam_size}")
@@ -160,7 +162,7 @@ class Translator:
             "no_repeat_ngram": no_repeat_ngram,
             "return_attention": attention,
         }
-        source_ids = self._encode_sources(sentences)
+        source_ids = self._encode_sources(sentences, first_line)
         todo = [i for i, ids in enumerate(source_ids) if ids]
         results = [[EMPTY] * nbest for _ in sentences]
         lengths = [len(source_ids[i]) for i in todo]
@@ -174,17 +176,18 @@ class Translator:
                 for row, ranked in zip(rows, found, strict=True):
                     results[row] = ranked
                 bar.update(len(rows))
-        self._warn_cut_outputs([results[i][0] for i in todo], lengths, todo, options)
+        lines = [first_line + i for i in todo]
+        self._warn_cut_outputs([results[i][0] for i in todo], lengths, lines, options)
         return results
 
     def _warn_cut_outputs(
-        self, best: list[Translation], lengths: list[int], rows: list[int], options: dict
+        self, best: list[Translation], lengths: list[int], lines: list[int], options: dict
     ) -> None:
         """One warning naming the lines whose best output stopped at the length limit."""
         a, b = options["max_len_a"], options["max_len_b"]
         output_lengths = [len(t.tokens) for t in best]
         flags = at_length_limit(output_lengths, torch.tensor(lengths), a, b)
-        cut = [row + 1 for row, flag in zip(rows, flags, strict=True) if flag]
+        cut = [line for line, flag in zip(lines, flags, strict=True) if flag]
         if cut:
             log.warning(
                 "%d output(s) stopped at the length limit %g * source pieces + %d without "
@@ -222,12 +225,13 @@ class Translator:
         weights = None if attention is None else attention.float().cpu().numpy()
         return Translation(text, hypothesis.score, hypothesis.log_prob, hypothesis.tokens, weights)
 
-    def _encode_sources(self, sentences: list[str]) -> list[list[int]]:
+    def _encode_sources(self, sentences: list[str], first_line: int) -> list[list[int]]:
         """Source ids per sentence; over-long ones are truncated, with one warning."""
         source_ids = self.tokenizer.encode_src([s.strip() for s in sentences])
         if self.max_src_len is None:
             return source_ids
-        too_long = [n for n, ids in enumerate(source_ids, start=1) if len(ids) > self.max_src_len]
+        numbered = enumerate(source_ids, start=first_line)
+        too_long = [n for n, ids in numbered if len(ids) > self.max_src_len]
         if too_long:
             log.warning(
                 "%d line(s) longer than %d source pieces, truncated: line(s) %s",

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import select
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq import translate as translate_module
 from seq2seq.translate import main as translate_main
 from seq2seq.translator import Translator
 
@@ -184,3 +186,52 @@ def test_length_limit_comes_from_the_checkpoint_and_cut_outputs_are_named(
     assert [len(ranked[0].tokens) for ranked in cut] == [1, 0, 1]
     assert "2 output(s) stopped at the length limit 0 * source pieces + 1" in caplog.text
     assert "line(s) 1, 3" in caplog.text
+
+
+def test_chunks_keep_every_line_in_order(
+    checkpoint: str, mixed_input: tuple[Path, list[bytes]], tmp_path: Path, monkeypatch
+) -> None:
+    """Read, translated and written 7 lines at a time: the same output as all at once."""
+    source, lines = mixed_input
+    whole, chunked = tmp_path / "whole.jsonl", tmp_path / "chunked.jsonl"
+    common = ["--checkpoint", checkpoint, "--input", str(source), "--format", "jsonl"]
+    translate_main([*common, "--output", str(whole), "--nbest", "2"])
+    sizes = []
+    translate_nbest = Translator.translate_nbest
+
+    def spy(self: Translator, sentences: list[str], **options) -> list:
+        sizes.append(len(sentences))
+        return translate_nbest(self, sentences, **options)
+
+    monkeypatch.setattr(translate_module, "CHUNK_LINES", 7)
+    monkeypatch.setattr(Translator, "translate_nbest", spy)
+    translate_main([*common, "--output", str(chunked), "--nbest", "2"])
+    assert max(sizes) == 7 and sum(sizes) == len(lines)
+    rows = [[json.loads(row) for row in path.read_text().splitlines()] for path in (whole, chunked)]
+    assert [(r["line"], r["rank"], r["text"]) for r in rows[1]] == [
+        (r["line"], r["rank"], r["text"]) for r in rows[0]
+    ]  # the scores differ only by float rounding in other batches
+    assert [r["score"] for r in rows[1]] == pytest.approx([r["score"] for r in rows[0]], abs=1e-5)
+    assert [r["line"] for r in rows[1]] == [n for n in range(1, len(lines) + 1) for _ in range(2)]
+
+
+def test_interactive_answers_each_line_before_the_next(checkpoint: str) -> None:
+    process = subprocess.Popen(
+        [*TRANSLATE, "--checkpoint", checkpoint, "--interactive", "--greedy"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        answers = []
+        for line in (b"einundzwanzig\n", b"\n", b"dreihundert\n"):
+            process.stdin.write(line)
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            assert ready, f"no answer to {line!r} while stdin stays open"
+            answers.append(process.stdout.readline())
+        assert answers[1] == b"\n" and all(a.endswith(b"\n") for a in answers)
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+    assert process.returncode == 0
