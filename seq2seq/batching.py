@@ -152,20 +152,21 @@ class ResumableLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Skip the batches done, unless the batching changed: then the epoch restarts."""
-        batches_done = state["batches_done"]
+        """Skip the batches done. Under another batching the epoch's batches are others:
+        then as many of the new ones are skipped (Lightning counts the epoch's batches
+        done), and a warning says that this epoch sees some examples twice, some never."""
         saved = state.get("batching", self._batching())
-        if saved != self._batching() and batches_done:
+        if saved != self._batching() and state["batches_done"]:
             log.warning(
-                "the batching changed since the checkpoint (was %s, now %s): epoch %d "
-                "restarts from its first batch (the %d batches done before are not skipped)",
+                "the batching changed since the checkpoint (was %s, now %s): epoch %d goes on "
+                "after the first %d batches of the new order, so it trains on some of its "
+                "examples twice and on others not at all",
                 saved,
                 self._batching(),
                 state["epoch"],
-                batches_done,
+                state["batches_done"],
             )
-            batches_done = 0
-        self.batch_sampler.resume(state["epoch"], batches_done)
+        self.batch_sampler.resume(state["epoch"], state["batches_done"])
 
     def _batching(self) -> dict[str, int]:
         """What decides this process's batches of an epoch."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seq2seq.errors import UserError
+from seq2seq.errors import UserError, first_line
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: refused to load, it holds more than plain data ({reason})"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise UserError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
+        raise UserError(f"{path}: not a readable checkpoint ({first_line(err)})") from err
     if not isinstance(checkpoint, dict):
         kind = type(checkpoint).__name__
         raise UserError(f"{path}: not a seq2seq training checkpoint (it holds a {kind})")
@@ -50,11 +50,7 @@ def _unpickler_reason(err: pickle.UnpicklingError) -> str:
     for line in str(err).splitlines():
         if "WeightsUnpickler error:" in line:
             return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return first_line(err)
 
 
 def resolve_resume_path(ckpt_path: str, dirpath: str | None) -> Path:

@@ -70,17 +70,17 @@ def global_rank() -> int:
     return rank_zero_only.rank
 
 
-def _wait_until_complete(path: Path, what: str, timeout: float) -> None:
-    """Wait for another process (global rank 0) to publish `path`."""
-    if _complete(path):
+def wait_for_file(path: Path, what: str, timeout: float) -> None:
+    """Wait for another process (global rank 0) to write `path`."""
+    if path.exists():
         return
-    log.info("rank %d: waiting for rank 0's %s at %s", global_rank(), what, path)
+    log.info("rank %d: waiting for rank 0's %s at %s", global_rank(), what, path.parent)
     deadline = time.monotonic() + timeout
-    while not _complete(path):
+    while not path.exists():
         if time.monotonic() > deadline:
             raise UserError(
-                f"rank 0 did not write its {what} at {path} within {timeout:.0f} s: do all "
-                "processes see the same --data.cache_dir?"
+                f"rank 0 did not write its {what} at {path.parent} within {timeout:.0f} s: do "
+                "all processes see the same files (corpus, --data.cache_dir)?"
             )
         time.sleep(0.5)
 
@@ -107,11 +107,14 @@ def _staging(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def dataset_costs(data: datasets.Dataset) -> np.ndarray:
-    """Each example's padded length (see `batching.example_cost`), read from the Arrow columns."""
+def dataset_costs(data: datasets.Dataset, max_src_len: int | None = None) -> np.ndarray:
+    """Each example's padded length (see `batching.example_cost`), read from the Arrow
+    columns; sources counted as cut to `max_src_len` if given."""
     columns = data.with_format("arrow")
     src_len = pc.list_value_length(columns["src_ids"]).to_numpy()
     tgt_len = pc.list_value_length(columns["tgt_ids"]).to_numpy()
+    if max_src_len is not None:
+        src_len = np.minimum(src_len, max_src_len)
     return example_cost(src_len, tgt_len)
 
 
@@ -300,7 +303,7 @@ class TranslationDataModule(LightningDataModule):
         key = _key("spm", FORMAT_VERSION, corpus.fingerprint, settings)
         path = self.cache_dir / f"spm-{key}"
         if global_rank() > 0:  # rank 0 trains it, the others load what it saves
-            _wait_until_complete(path, "SentencePiece model", SPM_WAIT_SECONDS)
+            wait_for_file(path / MARKER, "SentencePiece model", SPM_WAIT_SECONDS)
         if _complete(path):
             log.info("reusing cached SentencePiece model at %s", path)
             return Tokenizer.load_dir(path)
@@ -362,7 +365,9 @@ class TranslationDataModule(LightningDataModule):
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         data = self._dataset(split)
-        costs = dataset_costs(data)
+        # Training pairs fit max_len; evaluation sources are cut to it, as Translator cuts them.
+        max_src_len = None if shuffle else self.max_len
+        costs = dataset_costs(data, max_src_len)
         max_tokens = self.max_tokens
         if not shuffle and costs.max() > max_tokens:  # unfiltered: never drop evaluation pairs
             max_tokens = int(costs.max())
@@ -373,9 +378,8 @@ class TranslationDataModule(LightningDataModule):
         )
         options = {
             "batch_sampler": sampler,
-            # Evaluation sources longer than max_len are cut as Translator cuts them.
             "collate_fn": partial(
-                collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, max_src_len=self.max_len
+                collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, max_src_len=max_src_len
             ),
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,

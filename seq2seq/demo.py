@@ -49,12 +49,12 @@ def write_demo_corpus(
     The splits are a random partition of one sample, so train, val and test follow the
     same distribution and share no number. (Sampling each held-out split first would
     take most of the 999 numbers below 1,000 away from training.) A corpus already
-    written by this version is left alone.
+    written by this version with this seed and these sizes is left alone.
     """
     out = Path(out_dir)
     sizes = sizes or SPLITS
-    stamp = out / STAMP
-    if stamp.exists() and stamp.read_text(encoding="utf-8") == VERSION:
+    stamp, written_by = out / STAMP, f"{VERSION} seed={seed} sizes={sorted(sizes.items())}"
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == written_by:
         return out
     out.mkdir(parents=True, exist_ok=True)
     for split, part in split_numbers(sizes, seed).items():
@@ -63,5 +63,5 @@ def write_demo_corpus(
             tmp = out / f".{split}.{lang}.tmp"
             tmp.write_text(lines, encoding="utf-8")
             tmp.replace(out / f"{split}.{lang}")
-    stamp.write_text(VERSION, encoding="utf-8")
+    stamp.write_text(written_by, encoding="utf-8")
     return out

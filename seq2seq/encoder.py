@@ -143,19 +143,21 @@ def _run_direction(rnn: nn.RNNBase, inputs: Tensor, *, layer: int, direction: in
     names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
     weights = {f"{name}_l0": getattr(rnn, f"{name}{suffix}") for name in names}
     single = _one_layer(rnn.mode, inputs.size(2), rnn.hidden_size, rnn.bias)
-    return functional_call(single, weights, (inputs,))[0]
+    return functional_call(single.train(rnn.training), weights, (inputs,))[0]
 
 
 _templates = threading.local()  # functional_call swaps weights in: one set per thread
 
 
 def _one_layer(mode: str, input_size: int, hidden_size: int, bias: bool) -> nn.RNNBase:
-    """A one-layer, one-direction, batch-first RNN whose weights are always given."""
+    """A one-layer, one-direction, batch-first RNN whose weights are always given: made
+    on the meta device, so that it draws nothing from the random generator (a resumed
+    run makes it at another point than the run it continues)."""
     cache = _templates.__dict__.setdefault("by_shape", {})
     key = (mode, input_size, hidden_size, bias)
     if key not in cache:
         kind = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}[mode]
-        cache[key] = kind(input_size, hidden_size, bias=bias, batch_first=True)
+        cache[key] = kind(input_size, hidden_size, bias=bias, batch_first=True, device="meta")
     return cache[key]
 
 

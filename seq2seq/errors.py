@@ -16,6 +16,11 @@ class UserError(Exception):
     """
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name if it has none."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def exit_on_user_error(err: UserError) -> NoReturn:
     """Print `error: <message>` as one line on stderr and exit with status 2."""
     message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())

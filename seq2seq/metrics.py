@@ -8,7 +8,7 @@ import numpy as np
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
 
-from seq2seq.errors import UserError
+from seq2seq.errors import UserError, first_line
 
 
 class CorpusScore(NamedTuple):
@@ -57,8 +57,7 @@ def check_bleu_tokenize(tokenize: str) -> None:
     try:
         _scorer("bleu", tokenize)
     except Exception as err:  # sacrebleu raises what its tokenizer's import or download raises
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"model.bleu_tokenize {tokenize}: {reason}") from err
+        raise UserError(f"model.bleu_tokenize {tokenize}: {first_line(err)}") from err
 
 
 # Sufficient statistics: integer vectors that add up over sentences (and over DDP ranks);

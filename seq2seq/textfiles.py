@@ -54,14 +54,19 @@ def _decoded_lines(opened: AbstractContextManager[BinaryIO], path: str) -> Itera
         )
 
 
+def utf8_stdout() -> TextIO:
+    """sys.stdout, writing UTF-8 whatever the locale (where it can be reconfigured)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8")
+    return sys.stdout
+
+
 @contextmanager
 def atomic_output(path: str) -> Iterator[TextIO]:
     """Write UTF-8 to stdout for "-" (whatever the locale), else to a temporary file renamed
     over `path` on success only."""
     if path == "-":
-        if isinstance(sys.stdout, io.TextIOWrapper):
-            sys.stdout.reconfigure(encoding="utf-8")
-        yield sys.stdout
+        yield utf8_stdout()
         sys.stdout.flush()
         return
     target = Path(path)

@@ -20,13 +20,14 @@ from seq2seq.checkpoint import (
     unpack_tokenizer,
 )
 from seq2seq.corpus import resolve_corpus_file
-from seq2seq.datamodule import SPLITS, TranslationDataModule
-from seq2seq.demo import write_demo_corpus
+from seq2seq.datamodule import SPLITS, TranslationDataModule, global_rank, wait_for_file
+from seq2seq.demo import STAMP, write_demo_corpus
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.system import TranslationModule
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 DEMO_DATA = Path("data/demo")
+DEMO_WAIT_SECONDS = 600
 LINKED_FROM_DATA = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
 
 
@@ -46,7 +47,8 @@ class TranslationCLI(LightningCLI):
             type=str | None,
             default=None,
             help="Start a new run (fine-tuning) from this checkpoint's weights and SentencePiece "
-            "model(s): new optimizer, schedule and step count; model settings as it has them.",
+            "model(s): new optimizer, schedule and step count; model settings as it has them. "
+            "With --ckpt_path: resume such a run.",
         )
         parser.add_argument(
             "--save_last_every_n_steps",
@@ -98,8 +100,12 @@ class TranslationCLI(LightningCLI):
 
     def _use_init_checkpoint(self, path: str) -> None:
         """Check the model settings against the checkpoint; its tokenizer becomes the data's."""
-        if self.config.ckpt_path is not None:
-            raise UserError("give --init_from (a new run) or --ckpt_path (resuming), not both")
+        dirpath = self.config.checkpoint.dirpath
+        if dirpath is not None and Path(path).resolve().parent == Path(dirpath).resolve():
+            raise UserError(
+                f"--init_from {path} is in --checkpoint.dirpath {dirpath}, which the new run "
+                "would overwrite: give another --checkpoint.dirpath"
+            )
         data = self.config.data
         if data.spm_model is not None:
             raise UserError("--init_from brings its SentencePiece model(s): drop data.spm_model")
@@ -127,7 +133,7 @@ def main(args: list[str] | None = None) -> None:
             else:
                 args = [*base, *args]
         if _uses_demo_config(sys.argv[1:] if args is None else args):
-            write_demo_corpus(DEMO_DATA)
+            _prepare_demo_corpus()
         fit_and_test(args)
     except UserError as err:
         exit_on_user_error(err)
@@ -137,6 +143,14 @@ def _needs_base_config(args: list[str]) -> bool:
     """Whether `args` give no config, no corpus and no `--help`."""
     flags = ("-c", "--config", "--data.train", "--data.dataset", "--data", "-h", "--help")
     return not any(arg.split("=", 1)[0] in flags for arg in args)
+
+
+def _prepare_demo_corpus() -> None:
+    """Written by global rank 0 (under torchrun or SLURM); the other processes wait for it."""
+    if global_rank() == 0:
+        write_demo_corpus(DEMO_DATA)
+    else:
+        wait_for_file(DEMO_DATA / STAMP, "demo corpus", DEMO_WAIT_SECONDS)
 
 
 def demo_config() -> Path:
@@ -185,7 +199,7 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
             every_n_train_steps=cli.config.save_last_every_n_steps,
         )
     )
-    if cli.config.init_from is not None:
+    if cli.config.init_from is not None and cli.config.ckpt_path is None:  # else: resuming
         load_weights(cli.model, load_checkpoint(cli.config.init_from), cli.config.init_from)
     resume = None
     if cli.config.ckpt_path is not None:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B
-from seq2seq.textfiles import atomic_output, open_text_lines
+from seq2seq.textfiles import atomic_output, open_text_lines, utf8_stdout
 from seq2seq.translator import BATCH_TOKENS, Precision, Translation, Translator
 
 log = logging.getLogger(__name__)
@@ -202,15 +202,17 @@ def translate_stream(
     options: dict,
 ) -> None:
     """Translate `CHUNK_LINES` lines at a time (each chunk sorted by length into batches),
-    writing each chunk's output lines before reading the next."""
-    progress = options.pop("progress")
+    writing each chunk's output lines before reading the next. Attention is kept only
+    for the chunks with lines to plot."""
+    progress, options = options["progress"], options | {"progress": False}  # one bar here
     first_line = 1
     with tqdm(unit="sent", disable=not progress) as bar:
         while chunk := list(islice(lines, CHUNK_LINES)):
+            plot = bool(args.attention_plot) and first_line <= args.attention_plot_count
             found = translator.translate_nbest(
-                chunk, nbest=args.nbest, first_line=first_line, **options
+                chunk, nbest=args.nbest, first_line=first_line, **options | {"attention": plot}
             )
-            if args.attention_plot and first_line <= args.attention_plot_count:
+            if plot:
                 folder, count = Path(args.attention_plot), args.attention_plot_count
                 write_attention_plots(translator, chunk, found, folder, count, first_line)
             out.writelines(
@@ -226,13 +228,11 @@ def translate_interactively(
 ) -> None:
     """Each stdin line translated alone as soon as it arrives, its output flushed."""
     options = options | {"progress": False}
-    sys.stdout.reconfigure(encoding="utf-8")
+    out = utf8_stdout()
     for number, line in enumerate(open_text_lines("-"), start=1):
         found = translator.translate_nbest([line], nbest=args.nbest, first_line=number, **options)
-        sys.stdout.writelines(
-            format_lines(found, nbest=args.nbest, fmt=args.format, first_line=number)
-        )
-        sys.stdout.flush()
+        out.writelines(format_lines(found, nbest=args.nbest, fmt=args.format, first_line=number))
+        out.flush()
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

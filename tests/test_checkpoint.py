@@ -75,6 +75,18 @@ def test_fine_tuning_keeps_the_vocabulary_and_lowers_the_loss_on_new_data(
     (loss_before,) = cli.trainer.validate(started, datamodule=cli.datamodule, verbose=False)
     (loss_after,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
     assert loss_after["val_loss"] < loss_before["val_loss"]
+    more = ("--trainer.max_epochs", "3", "--ckpt_path", "last")  # the same command, resumed
+    resumed = fit_and_test(train_args(run, *extra, *more, *LIMITS))
+    assert resumed.trainer.global_step == 9
+    assert torch.load(run / "checkpoints" / "last.ckpt")["tokenizer"] == before["tokenizer"]
+
+
+def test_fine_tuning_refuses_to_write_over_its_start(
+    trained: Path, train_args: Callable[..., list[str]]
+) -> None:
+    start = str(trained / "checkpoints" / "best.ckpt")
+    with pytest.raises(UserError, match="would overwrite"):
+        fit_and_test(train_args(trained, "--init_from", start))
 
 
 def test_fine_tuning_refuses_another_architecture(

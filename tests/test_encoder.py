@@ -30,3 +30,15 @@ def test_unpacked_equals_packed_with_gradients(cell: str, layers: int, bidirecti
     for ours, packed in zip(*results, strict=True):
         torch.testing.assert_close(ours, packed, rtol=1e-5, atol=1e-6)
     assert (results[0][0][2, 1:] == 0).all()  # padding positions are zero
+
+
+def test_the_cpu_path_draws_no_random_numbers_beyond_dropout() -> None:
+    """A resumed run must draw what the uninterrupted one drew (see tests/test_resume.py)."""
+    src, lengths = torch.randint(1, 11, (2, 4)), torch.tensor([4, 3])
+    for hidden in (5, 9):  # a new shape: new one-layer templates made
+        encoder = Encoder(
+            11, 6, hidden, num_layers=2, cell="gru", bidirectional=True, dropout=0.0, pad_id=0
+        )
+        before = torch.get_rng_state()
+        encoder(src, lengths)
+        assert torch.equal(torch.get_rng_state(), before)

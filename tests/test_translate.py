@@ -175,11 +175,13 @@ def test_interrupted_run_leaves_no_output(
 
 
 def test_length_limit_comes_from_the_checkpoint_and_cut_outputs_are_named(
-    checkpoint: str, trained: Path, caplog: pytest.LogCaptureFixture
+    checkpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    translator = Translator.from_checkpoint(checkpoint, device="cpu")
-    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
-    assert (translator.max_len_a, translator.max_len_b) == (hparams["max_len_a"], 5)
+    state = torch.load(checkpoint, weights_only=True)
+    state["hyper_parameters"] |= {"max_len_a": 2.5, "max_len_b": 7}  # as if trained with them
+    torch.save(state, tmp_path / "limits.ckpt")
+    translator = Translator.from_checkpoint(tmp_path / "limits.ckpt", device="cpu")
+    assert (translator.max_len_a, translator.max_len_b) == (2.5, 7)
     sentences = ["einundzwanzig", "", "dreihundertzwölf"]
     with caplog.at_level(logging.WARNING, "seq2seq"):
         cut = translator.translate_nbest(sentences, beam_size=2, max_len_a=0.0, max_len_b=1)
