@@ -2,7 +2,6 @@
 
 import logging
 import math
-from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
@@ -142,18 +141,20 @@ class TranslationModule(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
         smoothed_sum, _, tokens = self._token_losses(logits, batch["tgt_out"])
-        reduce_sum = partial(self.trainer.strategy.reduce, reduce_op="sum")
-        loss = mean_over_all_tokens(smoothed_sum, tokens, self.trainer.world_size, reduce_sum)
-        if not self._finite_or_skipped(loss, batch_idx):
+        # One reduction over the processes: their target tokens, and how many have a
+        # non-finite loss (all skip together, or DDP would wait for the others' gradients).
+        counts = torch.stack([tokens.to(smoothed_sum), (~smoothed_sum.isfinite()).to(smoothed_sum)])
+        if self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts.detach(), reduce_op="sum")
+        all_tokens, nonfinite = counts
+        if not self._finite_or_skipped(bool(nonfinite), batch_idx):
             return None  # Lightning skips backward and the optimizer step
         self.log("train_loss", smoothed_sum / tokens, prog_bar=True, batch_size=int(tokens))
-        return loss
+        return mean_over_all_tokens(smoothed_sum, all_tokens, self.trainer.world_size)
 
-    def _finite_or_skipped(self, loss: Tensor, batch_idx: int) -> bool:
-        """Whether `loss` is finite on every rank; if not, warn, and raise after too many."""
-        nonfinite = self.trainer.strategy.reduce_boolean_decision(
-            not bool(torch.isfinite(loss)), all=False
-        )  # every rank skips together, or DDP would wait for the others' gradients
+    def _finite_or_skipped(self, nonfinite: bool, batch_idx: int) -> bool:
+        """Whether no process had a non-finite loss; if one had, warn, and raise after too
+        many in a row."""
         if not nonfinite:
             self._nonfinite_in_a_row = 0
             return True
@@ -309,16 +310,12 @@ class TranslationModule(LightningModule):
             )
 
 
-def mean_over_all_tokens(
-    loss_sum: Tensor, tokens: Tensor, world_size: int, reduce_sum: Callable[[Tensor], Tensor]
-) -> Tensor:
+def mean_over_all_tokens(loss_sum: Tensor, all_tokens: Tensor, world_size: int) -> Tensor:
     """This process's summed loss over the target tokens of all processes, times their
     number: DDP averages gradients over processes, so the step follows the mean loss per
     token of the whole distributed batch, as fairseq normalizes (a mean per process would
     weigh the tokens of a process with fewer more)."""
-    if world_size == 1:
-        return loss_sum / tokens
-    return loss_sum * world_size / reduce_sum(tokens.to(loss_sum.dtype))
+    return loss_sum * world_size / all_tokens
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int) -> float:

@@ -128,8 +128,8 @@ def _grad_step(model: Seq2Seq, rows: list[int], world_size: int, reduce_sum) -> 
     logits = model(src, src_lengths, tgt_in)
     flat = logits.flatten(0, 1), tgt_out.flatten()
     loss_sum, _ = smoothed_cross_entropy(*flat, smoothing=0.1, pad_id=0)
-    tokens = (tgt_out != 0).sum()
-    mean_over_all_tokens(loss_sum, tokens, world_size, reduce_sum).backward()
+    all_tokens = reduce_sum((tgt_out != 0).sum().float())
+    mean_over_all_tokens(loss_sum, all_tokens, world_size).backward()
 
 
 def _fixed_batch(rows: list[int]) -> tuple[torch.Tensor, ...]:
