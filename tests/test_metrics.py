@@ -4,6 +4,7 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 
+from seq2seq import metrics
 from seq2seq.errors import UserError
 from seq2seq.metrics import (
     _private,
@@ -66,3 +67,14 @@ def test_a_missing_private_sacrebleu_method_says_what_to_install() -> None:
         _private(BLEU(), "_gone")
     for name in ("_extract_corpus_statistics", "_compute_score_from_stats"):
         assert callable(_private(BLEU(), name)) and callable(_private(CHRF(), name))
+
+
+def test_a_tokenizer_that_cannot_load_is_a_one_line_user_error(monkeypatch) -> None:
+    def unusable(metric: str, tokenize: str | None) -> None:
+        raise ImportError("this tokenizer needs an extra package\nsee its docs")
+
+    monkeypatch.setattr(metrics, "_scorer", unusable)
+    with pytest.raises(
+        UserError, match=r"^model\.bleu_tokenize char: this tokenizer needs an extra package$"
+    ):
+        check_bleu_tokenize("char")
