@@ -96,3 +96,31 @@ def test_fine_tuning_refuses_another_architecture(
     args = train_args(tmp_path, "--init_from", start, "--model.hidden_size", "24")
     with pytest.raises(UserError, match=r"model\.hidden_size is 24, the checkpoint's 16"):
         fit_and_test(args)
+
+
+class Crash(Exception):
+    """Stands for a process killed mid-epoch."""
+
+
+def test_resume_under_another_batching_goes_on_after_as_many_batches(
+    tmp_path: Path,
+    train_args: Callable[..., list[str]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start_batch = TranslationModule.on_train_batch_start
+
+    def crash_at_step_3(module: TranslationModule, batch: dict, batch_idx: int) -> None:
+        if module.global_step == 3:
+            raise Crash
+        start_batch(module, batch, batch_idx)
+
+    common = ("--data.test", "null", "--save_last_every_n_steps", "2")
+    with monkeypatch.context() as patch, pytest.raises(Crash):
+        patch.setattr(TranslationModule, "on_train_batch_start", crash_at_step_3)
+        fit_and_test(train_args(tmp_path, *common))  # last.ckpt: step 2, mid-epoch 0
+    more = ("--trainer.max_epochs", "1", "--ckpt_path", "last", "--data.max_tokens", "300")
+    with caplog.at_level(logging.WARNING, "seq2seq"):
+        cli = fit_and_test(train_args(tmp_path, *common, *more))
+    assert "epoch 0 goes on after the first 2 batches of the new order" in caplog.text
+    assert cli.trainer.global_step == cli.trainer.num_training_batches  # the epoch's count
