@@ -5,6 +5,8 @@ import logging
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 
@@ -34,6 +36,18 @@ def validate(checkpoint: Path, data: TranslationDataModule, **trainer_args) -> d
     return metrics
 
 
+@contextmanager
+def _gloo_group(rank: int, port: int) -> Iterator[None]:
+    """Process `rank` of a 2-process gloo group on localhost, for the block's duration."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,10 +56,7 @@ def _free_port() -> int:
 
 def _write_rank_batches(rank: int, port: int, corpus: Path, out: Path) -> None:
     """In process `rank` of 2: the training batches the data module gives it in epochs 0 and 1."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
-    )
-    try:
+    with _gloo_group(rank, port):
         data = TranslationDataModule(
             train=str(corpus / "train"), vocab_size=60, max_tokens=120, cache_dir=str(out / "cache")
         )
@@ -56,8 +67,6 @@ def _write_rank_batches(rank: int, port: int, corpus: Path, out: Path) -> None:
             epochs.append(list(sampler))
         (out / f"rank{rank}.json").write_text(json.dumps(epochs))
         torch.distributed.barrier()
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_sampler_over_two_gloo_processes(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -92,10 +101,7 @@ def test_sampler_over_two_gloo_processes(tiny_corpus: Path, tmp_path: Path) -> N
 def _write_rank_tokenizer(rank: int, port: int, corpus: Path, out: Path) -> None:
     """In process `rank` of 2, over an empty cache: its SentencePiece models, and whether
     it trained them."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
-    )
-    try:
+    with _gloo_group(rank, port):
         messages: list[str] = []
         handler = logging.Handler()
         handler.emit = lambda record: messages.append(record.getMessage())
@@ -109,8 +115,6 @@ def _write_rank_tokenizer(rank: int, port: int, corpus: Path, out: Path) -> None
         result = {"src": models["src"].hex(), "tgt": models["tgt"].hex(), "trained": trained}
         (out / f"rank{rank}.json").write_text(json.dumps(result))
         torch.distributed.barrier()
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_only_rank_zero_trains_sentencepiece(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -153,10 +157,7 @@ def _tiny_model() -> Seq2Seq:
 
 def _write_rank_gradient(rank: int, port: int, out: Path) -> None:
     """Process `rank` of 2 takes sentence 0 (rank 0: few tokens) or 1-3 (rank 1: many)."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
-    )
-    try:
+    with _gloo_group(rank, port):
         model = torch.nn.parallel.DistributedDataParallel(_tiny_model())
 
         def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -166,8 +167,6 @@ def _write_rank_gradient(rank: int, port: int, out: Path) -> None:
         _grad_step(model, [[0], [1, 2, 3]][rank], 2, reduce_sum)
         grads = {name: p.grad for name, p in model.module.named_parameters()}
         torch.save(grads, out / f"grad{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_ddp_gradient_equals_the_gradient_of_the_whole_batch(tmp_path: Path) -> None:
