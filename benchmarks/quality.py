@@ -34,8 +34,10 @@ then one JSON line. JoeyNMT is installed at run time into `.cache/bench/joeynmt-
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,9 +119,28 @@ def batch_label(batch: tuple[int, str]) -> str:
     return f"{batch[0]}{'sent' if batch[1] == 'sentence' else 'tok'}"
 
 
+def saved_or_new(run: Path, args: argparse.Namespace, make: Callable[[], dict]) -> dict:
+    """The figures that a former invocation saved in `run` for as many minutes (its code
+    named in them), unless `--retrain`; else `make()`'s, saved there. So the comparison can
+    be made in pieces: `--seeds 1`, then `--seeds 1 2 3` trains only seeds 2 and 3."""
+    saved = run / "result.json"
+    if saved.exists() and not args.retrain:
+        result = json.loads(saved.read_text())
+        if result["minutes"] == args.minutes:
+            log(f"{run.name}: reusing its run of {args.minutes:g} minutes (code {result['code']})")
+            return result
+    result = make() | {"minutes": args.minutes, "code": args.code}
+    saved.write_text(json.dumps(result, default=str))
+    return result
+
+
 def train_and_decode_ours(work: Path, src: Path, seed: int, args: argparse.Namespace) -> dict:
     """Ours trained with `seed`, its best checkpoint decoding `src` with beam 5."""
     run = work / "runs" / f"ours-seed{seed}"
+    return saved_or_new(run, args, lambda: _train_and_decode_ours(run, src, seed, args))
+
+
+def _train_and_decode_ours(run: Path, src: Path, seed: int, args: argparse.Namespace) -> dict:
     data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
     overrides = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
     trained = train_ours(run, CONFIG, args.minutes, overrides)
@@ -141,7 +162,7 @@ def train_and_decode_ours(work: Path, src: Path, seed: int, args: argparse.Names
         "train_peak_rss_mib": round(trained["peak_rss_mib"]),
         "others_cpu_s": trained["others_cpu_s"],
         "checkpoint": str(best),
-        "hyp": run / "test.hyp.en",
+        "hyp": str(run / "test.hyp.en"),
     }
 
 
@@ -169,12 +190,20 @@ def prepare_peer(work: Path, shared: Shared, args: argparse.Namespace) -> tuple[
 
 
 def train_joeynmt_run(
-    peer: Peer, shared: Shared, cfg: dict, run: Path, seed: int, minutes: float
+    peer: Peer, shared: Shared, cfg: dict, run: Path, seed: int, args: argparse.Namespace
 ) -> dict:
-    """`cfg` trained into `run/joeynmt` with `seed`; -> its figures, its model folder."""
-    (run / "joeynmt").mkdir(parents=True, exist_ok=True)
+    """`cfg` trained into `run/joeynmt` with `seed` (or saved there); -> its figures, its
+    model folder."""
+    return saved_or_new(run, args, lambda: _train_joeynmt_run(peer, shared, cfg, run, seed, args))
+
+
+def _train_joeynmt_run(
+    peer: Peer, shared: Shared, cfg: dict, run: Path, seed: int, args: argparse.Namespace
+) -> dict:
+    shutil.rmtree(run / "joeynmt", ignore_errors=True)
+    (run / "joeynmt").mkdir(parents=True)
     cfg = cfg | {"model_dir": str(run / "joeynmt" / "model"), "random_seed": seed}
-    trained = train_joeynmt(peer.python, cfg, run, minutes)
+    trained = train_joeynmt(peer.python, cfg, run, args.minutes)
     training = cfg["training"]
     per_update = real_tgt_tokens_per_update(
         shared.lengths, training["batch_size"], training["batch_type"]
@@ -220,7 +249,7 @@ def search_batch(
     for batch in batches:
         cfg = recipe_config(shared.hp, shared.data_hp, work, shared.spm_file, peer.voc_file, batch)
         run = work / "runs" / f"search-joeynmt-{batch_label(batch)}"
-        result = train_joeynmt_run(peer, shared, cfg, run, args.seeds[0], args.minutes)
+        result = train_joeynmt_run(peer, shared, cfg, run, args.seeds[0], args)
         tried.append({"side": "joeynmt", "config": batch_label(batch)} | result)
         log(f"JoeyNMT {batch_label(batch)}: best validation BLEU {result['val_bleu']}")
     scores = [-1.0 if t["val_bleu"] is None else t["val_bleu"] for t in tried]
@@ -254,7 +283,7 @@ def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
 
 def scored(run: dict, refs: list[str], figures: dict) -> dict:
     """`run` with the BLEU and chrF of its hypotheses; their signatures go to `figures`."""
-    scores = score(run.pop("hyp"), refs)
+    scores = score(Path(run.pop("hyp")), refs)
     for key in ("bleu_signature", "chrf_signature"):
         figures[key] = scores.pop(key)
     name = f"{run['side']} {run['config']} seed {run['seed']}"
@@ -291,7 +320,8 @@ def _run_row(run: dict) -> list[str]:
     scores = [_cell(run[key], 2) for key in ("val_bleu", "bleu", "chrf")]
     speed = [_cell(run["tgt_tok_s"], 0), _cell(run.get("log_tok_s"), 0)]
     head = [run["side"], run["config"], str(run["seed"]), str(run["updates"])]
-    return [*head, *scores, str(run["train_peak_rss_mib"]), *speed]
+    tail = [str(run["train_peak_rss_mib"]), *speed, _cell(run["others_cpu_s"], 0), run["code"]]
+    return [*head, *scores, *tail]
 
 
 def _summary_row(side: str, s: dict) -> list[str]:
@@ -309,7 +339,8 @@ def _tried_row(tried: dict, chosen: str) -> list[str]:
 def report(runs: list[dict], tried: list[dict], figures: dict[str, Any]) -> None:
     """The tables, the signatures, the gain against the target; then one JSON line."""
     header = ["side", "config", "seed", "updates", "val BLEU", "test BLEU", "chrF"]
-    print_table([*header, "train RSS MiB", "tgt tok/s", "log tok/s"], list(map(_run_row, runs)))
+    header += ["train RSS MiB", "tgt tok/s", "log tok/s", "others CPU s", "code"]
+    print_table(header, list(map(_run_row, runs)))
     print(THROUGHPUT)
     summary = summarize(runs)
     header = ["side", "config", "runs", "test BLEU", "chrF", "train RSS MiB", "tgt tok/s"]
@@ -357,6 +388,12 @@ def parse_args() -> argparse.Namespace:
         "real target tokens as ours, a constant rate (reported as joeynmt-matched)",
     )
     p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every run anew (by default a run whose result.json is in --work-dir for "
+        "as many minutes is reused, whatever code made it: its commit is in the table)",
+    )
+    p.add_argument(
         "--threads", type=int, default=torch.get_num_threads(), help="threads for decoding"
     )
     return p.parse_args()
@@ -371,7 +408,7 @@ def with_ours_throughput(run: dict, shared: Shared) -> dict:
 
 def main() -> None:
     args = parse_args()
-    code = git_state()  # the code that runs, before any edit meanwhile
+    args.code = git_state()  # the code that runs, before any edit meanwhile
     work = args.work_dir.resolve()
     (work / "data").mkdir(parents=True, exist_ok=True)
     test = args.data_dir / "test_2016_flickr"
@@ -394,10 +431,10 @@ def main() -> None:
                 run_dir = work / "runs" / f"{side}-{label}-seed{seed}"
                 run = searched.get((side, label, seed))  # the search's run of this seed
                 if run is None:
-                    run = train_joeynmt_run(peer, shared, cfg, run_dir, seed, args.minutes)
+                    run = train_joeynmt_run(peer, shared, cfg, run_dir, seed, args)
                 run = decode_joeynmt_run(peer, run, src, batch_sentences, args.threads)
                 runs.append(scored({"side": side, "config": label} | run, refs, figures))
-    report(runs, tried, figures | {"throughput": THROUGHPUT, "code": code})
+    report(runs, tried, figures | {"throughput": THROUGHPUT, "code": args.code})
 
 
 if __name__ == "__main__":
