@@ -136,13 +136,21 @@ class ResumableLoader(DataLoader):
     hands it to `load_state_dict`, which makes the sampler skip the batches
     already trained on. `batches_done` reports how many that is: the loader
     cannot count them itself, since Lightning fetches batches ahead.
+    `restart_epoch` makes Lightning count the epoch's batches from 0 again.
     """
 
-    def __init__(self, *args: Any, batches_done: Callable[[], int], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        batches_done: Callable[[], int],
+        restart_epoch: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.batch_sampler, TokenBatchSampler):
             raise TypeError("ResumableLoader needs batch_sampler=TokenBatchSampler(...)")
         self.batches_done = batches_done
+        self.restart_epoch = restart_epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -152,21 +160,21 @@ class ResumableLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Skip the batches done. Under another batching the epoch's batches are others:
-        then as many of the new ones are skipped (Lightning counts the epoch's batches
-        done), and a warning says that this epoch sees some examples twice, some never."""
+        """Skip the batches done. Under another batching the epoch's batches are others,
+        so the epoch restarts from its beginning in the new order, with a warning."""
         saved = state.get("batching", self._batching())
-        if saved != self._batching() and state["batches_done"]:
+        batches_done = state["batches_done"]
+        if saved != self._batching() and batches_done:
             log.warning(
-                "the batching changed since the checkpoint (was %s, now %s): epoch %d goes on "
-                "after the first %d batches of the new order, so it trains on some of its "
-                "examples twice and on others not at all",
+                "the batching changed since the checkpoint (was %s, now %s): epoch %d "
+                "restarts from its beginning with the new batching",
                 saved,
                 self._batching(),
                 state["epoch"],
-                state["batches_done"],
             )
-        self.batch_sampler.resume(state["epoch"], state["batches_done"])
+            self.restart_epoch()
+            batches_done = 0
+        self.batch_sampler.resume(state["epoch"], batches_done)
 
     def _batching(self) -> dict[str, int]:
         """What decides this process's batches of an epoch."""

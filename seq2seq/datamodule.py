@@ -363,6 +363,15 @@ class TranslationDataModule(LightningDataModule):
         """Training batches this rank has stepped through in the current epoch."""
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
+    def _restart_epoch(self) -> None:
+        """Make Lightning, resuming, count this epoch's batches from 0 again. (Its restart
+        counts the checkpoint's `processed` batches done, whether the checkpoint was saved
+        within a batch's end or after validation: each count is lowered by as many.)"""
+        current = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        done = current.processed
+        for count in ("ready", "started", "processed", "completed"):
+            setattr(current, count, getattr(current, count) - done)
+
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         data = self._dataset(split)
         # Training pairs fit max_len; evaluation sources are cut to it, as Translator cuts them.
@@ -385,5 +394,6 @@ class TranslationDataModule(LightningDataModule):
             "persistent_workers": self.num_workers > 0,
         }
         if shuffle:
-            return ResumableLoader(data, batches_done=self._batches_trained, **options)
+            progress = {"batches_done": self._batches_trained, "restart_epoch": self._restart_epoch}
+            return ResumableLoader(data, **progress, **options)
         return DataLoader(data, **options)

@@ -98,29 +98,51 @@ def test_fine_tuning_refuses_another_architecture(
         fit_and_test(args)
 
 
+# Validation on 1 batch that never stops training early.
+VALIDATING_ON = ("--trainer.limit_val_batches", "1", "--early_stopping.patience", "1000")
+
+
 class Crash(Exception):
     """Stands for a process killed mid-epoch."""
 
 
-def test_resume_under_another_batching_goes_on_after_as_many_batches(
+@pytest.mark.parametrize(
+    ("saved", "saving"),
+    [
+        ("last", ("--save_last_every_n_steps", "2")),  # saved at a batch's end
+        ("best", ("--trainer.val_check_interval", "2", *VALIDATING_ON)),  # after validation
+    ],
+)
+def test_resume_under_another_batching_restarts_the_epoch(
+    saved: str,
+    saving: tuple[str, ...],
     tmp_path: Path,
     train_args: Callable[..., list[str]],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Killed at step 3 of epoch 0, resumed with other batches: after the 2 steps saved,
+    epoch 0 trains again on every example once, in as many batches as it now has."""
     start_batch = TranslationModule.on_train_batch_start
+    seen: list[int] = []
 
     def crash_at_step_3(module: TranslationModule, batch: dict, batch_idx: int) -> None:
         if module.global_step == 3:
             raise Crash
         start_batch(module, batch, batch_idx)
 
-    common = ("--data.test", "null", "--save_last_every_n_steps", "2")
+    def record(module: TranslationModule, batch: dict, batch_idx: int) -> None:
+        seen.extend(batch["index"].tolist())
+        start_batch(module, batch, batch_idx)
+
+    common = ("--data.test", "null", *saving)
     with monkeypatch.context() as patch, pytest.raises(Crash):
         patch.setattr(TranslationModule, "on_train_batch_start", crash_at_step_3)
-        fit_and_test(train_args(tmp_path, *common))  # last.ckpt: step 2, mid-epoch 0
-    more = ("--trainer.max_epochs", "1", "--ckpt_path", "last", "--data.max_tokens", "300")
+        fit_and_test(train_args(tmp_path, *common))  # a checkpoint at step 2, mid-epoch 0
+    more = ("--trainer.max_epochs", "1", "--ckpt_path", saved, "--data.max_tokens", "300")
+    monkeypatch.setattr(TranslationModule, "on_train_batch_start", record)
     with caplog.at_level(logging.WARNING, "seq2seq"):
         cli = fit_and_test(train_args(tmp_path, *common, *more))
-    assert "epoch 0 goes on after the first 2 batches of the new order" in caplog.text
-    assert cli.trainer.global_step == cli.trainer.num_training_batches  # the epoch's count
+    assert "epoch 0 restarts from its beginning with the new batching" in caplog.text
+    assert cli.trainer.global_step == 2 + cli.trainer.num_training_batches
+    assert sorted(seen) == list(range(len(cli.datamodule.train_dataloader().dataset)))
