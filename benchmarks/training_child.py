@@ -5,9 +5,9 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from seq2seq.cli.train import TranslationCLI
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.system import TranslationModule
-from seq2seq.train import TranslationCLI
 
 
 class StepClock(Callback):

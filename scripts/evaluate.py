@@ -1,6 +1,6 @@
-"""Thin wrapper: see `seq2seq/evaluate.py`."""
+"""Thin wrapper: see `seq2seq/cli/evaluate.py`."""
 
-from seq2seq.evaluate import main
+from seq2seq.cli.evaluate import main
 
 if __name__ == "__main__":
     main()

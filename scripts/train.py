@@ -1,6 +1,6 @@
-"""Thin wrapper: see `seq2seq/train.py`."""
+"""Thin wrapper: see `seq2seq/cli/train.py`."""
 
-from seq2seq.train import main
+from seq2seq.cli.train import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
-"""Thin wrapper: see `seq2seq/translate.py`."""
+"""Thin wrapper: see `seq2seq/cli/translate.py`."""
 
-from seq2seq.translate import main
+from seq2seq.cli.translate import main
 
 if __name__ == "__main__":
     main()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.cli.train import fit_and_test
 from seq2seq.demo import write_demo_corpus
-from seq2seq.train import fit_and_test
 
 MULTI30K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multi30k"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from seq2seq.checkpoint import resolve_resume_path
+from seq2seq.cli.train import fit_and_test
 from seq2seq.demo import write_demo_corpus
 from seq2seq.errors import UserError
 from seq2seq.system import TranslationModule
-from seq2seq.train import fit_and_test
 
 # The `trained` fixture's run: 2 epochs of 3 batches, validation on 2.
 LIMITS = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq import train
-from seq2seq.train import DEMO_CONFIG, fit_and_test, main
+from seq2seq.cli import train
+from seq2seq.cli.train import DEMO_CONFIG, fit_and_test, main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

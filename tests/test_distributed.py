@@ -16,11 +16,11 @@ import torch.multiprocessing
 from lightning.pytorch import Trainer
 
 from seq2seq.batching import TokenBatchSampler
+from seq2seq.cli.train import DEMO_CONFIG
 from seq2seq.datamodule import TranslationDataModule, dataset_costs
 from seq2seq.loss import smoothed_cross_entropy
 from seq2seq.model import Seq2Seq
 from seq2seq.system import TranslationModule, mean_over_all_tokens
-from seq2seq.train import DEMO_CONFIG
 
 
 def validate(checkpoint: Path, data: TranslationDataModule, **trainer_args) -> dict[str, float]:

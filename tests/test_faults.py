@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
+from seq2seq.cli.train import fit_and_test
 from seq2seq.datamodule import MARKER, TranslationDataModule
 from seq2seq.errors import UserError
 from seq2seq.system import TranslationModule
-from seq2seq.train import fit_and_test
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_DEMO = [ROOT / "scripts" / "train.py", "--config", ROOT / "configs" / "demo.yaml"]

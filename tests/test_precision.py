@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from seq2seq import precision
-from seq2seq.train import fit_and_test
+from seq2seq.cli.train import fit_and_test
 from seq2seq.translator import Translator
 
 

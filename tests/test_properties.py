@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.batching import TokenBatchSampler, collate
+from seq2seq.cli.translate import main as translate_main
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seq2seq.translate import main as translate_main
 
 FIXTURES_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.cli.evaluate import main as evaluate_main
+from seq2seq.cli.train import fit_and_test
+from seq2seq.cli.translate import main as translate_main
 from seq2seq.errors import UserError
-from seq2seq.evaluate import main as evaluate_main
-from seq2seq.train import fit_and_test
-from seq2seq.translate import main as translate_main
 from seq2seq.translator import Translator
 
 

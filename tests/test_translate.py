@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import translate as translate_module
-from seq2seq.translate import main as translate_main
+from seq2seq.cli import translate as translate_module
+from seq2seq.cli.translate import main as translate_main
 from seq2seq.translator import Translator
 
 TRANSLATE = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "translate.py")]

@@ -11,10 +11,10 @@ import logging
 from sacrebleu.metrics import BLEU
 
 from seq2seq.checkpoint import load_checkpoint
+from seq2seq.cli.translate import add_decoding_arguments, decoding_options
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.metrics import CorpusScore, corpus_scores
 from seq2seq.textfiles import read_text_lines
-from seq2seq.translate import add_decoding_arguments, decoding_options
 from seq2seq.translator import Translator
 
 

@@ -25,7 +25,7 @@ from seq2seq.demo import STAMP, write_demo_corpus
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.system import TranslationModule
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 DEMO_DATA = Path("data/demo")
 DEMO_WAIT_SECONDS = 600
 LINKED_FROM_DATA = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")

@@ -1,0 +1,2 @@
+"""The command-line entry points: `train`, `translate`, `evaluate` (each a `main()`;
+`scripts/` and the `seq2seq-*` console scripts call them)."""
