@@ -1,0 +1,81 @@
+"""Several models searched as one: at each step their next-token distributions combine.
+
+`Ensemble` has the interface search needs (`encode`, `decode_step`, `log_probs`; see
+seq2seq.search), so greedy, beam, n-best, length penalties and constraints work on it
+unchanged. The models may differ in cell, sizes and attention; they must share the
+vocabulary. Each step runs every model's decoder once over the same rows: nothing is
+recomputed, and beam search still scores only the rows of open beams.
+
+Shapes: N rows, V target vocabulary, F_m decoder output size of model m.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.errors import UserError
+
+EnsembleRule = Literal["logprob", "prob"]
+
+
+class PerModel(tuple):
+    """One batch of rows (encoder memory or decoder state) per model."""
+
+    def index_select(self, index: Tensor) -> "PerModel":
+        """Pick (or repeat) the same rows in every model's batch."""
+        return PerModel(rows.index_select(index) for rows in self)
+
+
+class Ensemble(nn.Module):
+    """Models whose log-probabilities combine at each step.
+
+    Args:
+        models: the members, sharing pad, BOS and EOS ids and the target vocabulary.
+        rule: "logprob" averages their log-probabilities (a product of experts, the
+            default); "prob" takes the log of their mean probability.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], rule: EnsembleRule = "logprob") -> None:
+        super().__init__()
+        if not models:
+            raise UserError("an ensemble needs at least one model")
+        if rule not in ("logprob", "prob"):
+            raise UserError(f"ensemble rule must be logprob or prob, got {rule!r}")
+        ids = {(m.pad_id, m.bos_id, m.eos_id) for m in models}
+        if len(ids) > 1:
+            raise UserError(f"ensemble members differ in pad, BOS, EOS ids: {sorted(ids)}")
+        self.models = nn.ModuleList(models)
+        self.rule = rule
+        self.pad_id, self.bos_id, self.eos_id = ids.pop()
+        self._output_sizes: list[int] = []  # F_m, known after the first decode_step
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[PerModel, PerModel]:
+        """(B, S) source ids, (B,) lengths -> each model's memory and initial state."""
+        encoded = [model.encode(src, src_lengths) for model in self.models]
+        return PerModel(m for m, _ in encoded), PerModel(s for _, s in encoded)
+
+    def decode_step(
+        self, memory: PerModel, state: PerModel, prev_tokens: Tensor
+    ) -> tuple[Tensor, PerModel, Tensor | None]:
+        """(N,) previous tokens -> (N, sum F_m) the models' outputs side by side, their
+        new states, and the first model's (N, S) attention weights (or None)."""
+        steps = [
+            model.decode_step(mem, st, prev_tokens)
+            for model, mem, st in zip(self.models, memory, state, strict=True)
+        ]
+        outputs = [out for out, _, _ in steps]
+        self._output_sizes = [out.size(-1) for out in outputs]
+        return torch.cat(outputs, dim=-1), PerModel(st for _, st, _ in steps), steps[0][2]
+
+    def log_probs(self, outputs: Tensor) -> Tensor:
+        """(N, sum F_m) rows of `decode_step` outputs -> (N, V) combined log-probabilities."""
+        parts = outputs.split(self._output_sizes, dim=-1)
+        member = torch.stack(
+            [model.log_probs(part) for model, part in zip(self.models, parts, strict=True)]
+        )  # (M, N, V)
+        if self.rule == "prob":
+            return torch.logsumexp(member, dim=0) - math.log(len(self.models))
+        return member.mean(dim=0)
