@@ -1,7 +1,8 @@
-"""Training checkpoints: read safely, and checked before training resumes from one."""
+"""Training checkpoints: read safely, checked before training resumes from one, averaged."""
 
 import logging
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,16 @@ def check_architecture(checkpoint: dict[str, Any], path: str, model: dict[str, A
     saved = checkpoint["hyper_parameters"]
     differ = [
         f"model.{name} is {model[name]!r}, the checkpoint's {saved[name]!r}"
-        for name in ARCHITECTURE
-        if name in saved and model.get(name) != saved[name]
+        for name in _architecture_differences(saved, model)
     ]
     if differ:
         raise UserError(f"--init_from {path}: " + "; ".join(differ))
+
+
+def _architecture_differences(saved: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """The `ARCHITECTURE` settings that `saved` (a checkpoint's hyper_parameters) records
+    and `model` does not share."""
+    return [name for name in ARCHITECTURE if name in saved and model.get(name) != saved[name]]
 
 
 def unpack_tokenizer(checkpoint: dict[str, Any], directory: Path) -> list[Path]:
@@ -135,3 +141,122 @@ def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str) -> Non
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         raise UserError(f"--init_from {path}: its weights do not fit this model ({err})") from err
+
+
+# What translation and --init_from read; an averaged checkpoint keeps only these.
+AVERAGED_KEYS = (
+    "hyper_parameters",
+    "state_dict",
+    "tokenizer",
+    "datamodule_hyper_parameters",
+    "pytorch-lightning_version",
+    "epoch",
+    "global_step",
+)
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
+    """The element-wise mean of the checkpoints' weights, as fairseq's average_checkpoints.py.
+
+    All must share the first's architecture, SentencePiece models and weight names and
+    shapes. -> the first checkpoint with the mean `state_dict` (floating tensors summed in
+    float64, cast back; other tensors the first's), without its training state
+    (optimizer, loops, callbacks), and with `averaged_from`, the paths.
+    """
+    if not paths:
+        raise UserError("no checkpoints to average")
+    first = load_checkpoint(paths[0])
+    sums = {
+        key: tensor.to(torch.float64, copy=True) if tensor.is_floating_point() else tensor
+        for key, tensor in first["state_dict"].items()
+    }
+    for path in paths[1:]:
+        checkpoint = load_checkpoint(path)
+        _check_averageable(checkpoint, path, first, paths[0])
+        for key, tensor in checkpoint["state_dict"].items():
+            if tensor.is_floating_point():
+                sums[key] += tensor.double()
+    dtypes = {key: tensor.dtype for key, tensor in first["state_dict"].items()}
+    mean = {
+        key: (total / len(paths)).to(dtypes[key]) if total.is_floating_point() else total
+        for key, total in sums.items()
+    }
+    kept = {key: first[key] for key in AVERAGED_KEYS if key in first}
+    return kept | {"state_dict": mean, "averaged_from": [str(path) for path in paths]}
+
+
+def _check_averageable(
+    checkpoint: dict[str, Any], path: Path, first: dict[str, Any], first_path: Path
+) -> None:
+    """`checkpoint` (read from `path`) must have the architecture, SentencePiece models and
+    weight names and shapes of `first` (read from `first_path`)."""
+    saved, other = first["hyper_parameters"], checkpoint["hyper_parameters"]
+    differ = [
+        f"model.{name} is {other.get(name)!r}, {first_path}'s {saved[name]!r}"
+        for name in _architecture_differences(saved, other)
+    ]
+    if differ:
+        raise UserError(f"cannot average {path} with {first_path}: " + "; ".join(differ))
+    fingerprint, first_fingerprint = _fingerprint(checkpoint, path), _fingerprint(first, first_path)
+    if fingerprint != first_fingerprint:
+        raise UserError(
+            f"cannot average {path} with {first_path}: its SentencePiece model(s) are "
+            f"{fingerprint}, {first_path}'s {first_fingerprint}"
+        )
+    shapes, first_shapes = (
+        {key: tuple(tensor.shape) for key, tensor in c["state_dict"].items()}
+        for c in (checkpoint, first)
+    )
+    names = shapes.keys() | first_shapes.keys()
+    differ = sorted(name for name in names if shapes.get(name) != first_shapes.get(name))
+    if differ:
+        name = differ[0]
+        raise UserError(
+            f"cannot average {path} with {first_path}: their weights differ in names or "
+            f"shapes, first at {name} ({shapes.get(name)} and {first_shapes.get(name)})"
+        )
+
+
+def _fingerprint(checkpoint: dict[str, Any], path: Path) -> str:
+    """The fingerprint of the checkpoint's SentencePiece models (UserError naming `path`)."""
+    try:
+        return Tokenizer.from_dict(checkpoint["tokenizer"]).fingerprint
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from err
+
+
+BEST_FILE = re.compile(r"best-epoch\d+-step(?P<step>\d+)-bleu(?P<bleu>\d+(\.\d+)?)\.ckpt")
+
+
+def run_checkpoints(run_dir: Path, best: int | None, last: int | None) -> list[Path]:
+    """The `best` checkpoints of highest validation BLEU (ties: the later), or the `last` of
+    highest step, among those that training keeps in `run_dir` (`--checkpoint.save_top_k`;
+    named `best-epoch{e}-step{s}-bleu{b}.ckpt`: last.ckpt is not one)."""
+    if (best is None) == (last is None):
+        raise UserError("give one of --best N and --last N")
+    count, flag = (best, "--best") if best is not None else (last, "--last")
+    if count < 1:
+        raise UserError(f"{flag} must be at least 1, got {count}")
+    if not run_dir.is_dir():
+        raise UserError(f"checkpoint folder not found: {run_dir}")
+    kept = _kept_checkpoints(run_dir)
+    if len(kept) < count:
+        raise UserError(
+            f"{run_dir} holds {len(kept)} checkpoint(s) named best-epoch*-step*-bleu*.ckpt, "
+            f"fewer than {flag} {count} asks for"
+        )
+    if best is not None:
+        ranked = sorted(kept, reverse=True)  # by BLEU, then step
+    else:
+        ranked = sorted(kept, key=lambda found: found[1], reverse=True)
+    return [path for _, _, path in ranked[:count]]
+
+
+def _kept_checkpoints(run_dir: Path) -> list[tuple[float, int, Path]]:
+    """(validation BLEU, step, path) of each best-*.ckpt file, read from its name."""
+    kept = []
+    for path in sorted(run_dir.glob("best-*.ckpt")):
+        match = BEST_FILE.fullmatch(path.name)
+        if match:
+            kept.append((float(match["bleu"]), int(match["step"]), path))
+    return kept

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import IO, BinaryIO, TextIO
 
 from seq2seq.errors import UserError
 
@@ -69,6 +69,20 @@ def atomic_output(path: str) -> Iterator[TextIO]:
         yield utf8_stdout()
         sys.stdout.flush()
         return
+    with _replaced_on_success(path, binary=False) as handle:
+        yield handle
+
+
+@contextmanager
+def atomic_binary_output(path: str) -> Iterator[BinaryIO]:
+    """`atomic_output` for bytes (e.g. `torch.save`); to a file only."""
+    with _replaced_on_success(path, binary=True) as handle:
+        yield handle
+
+
+@contextmanager
+def _replaced_on_success(path: str, binary: bool) -> Iterator[IO]:
+    """A temporary file beside `path`, renamed over it if the block succeeds, else removed."""
     target = Path(path)
     if not target.parent.is_dir():
         raise UserError(f"cannot write {path}: directory {target.parent} does not exist")
@@ -78,8 +92,9 @@ def atomic_output(path: str) -> Iterator[TextIO]:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}") from err
+    text = {} if binary else {"encoding": "utf-8", "newline": "\n"}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with os.fdopen(fd, "wb" if binary else "w", **text) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -15,6 +15,7 @@ from typing import Literal
 import sentencepiece as spm
 
 from seq2seq.errors import UserError
+from seq2seq.textfiles import atomic_binary_output
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 JOINT_FILE, SRC_FILE, TGT_FILE = "spm.model", "spm.src.model", "spm.tgt.model"
@@ -96,13 +97,6 @@ def _read_model(path: str | Path) -> bytes:
     return model
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 class Tokenizer:
     """A source and a target SentencePiece model; one shared model for a joint vocabulary."""
 
@@ -159,7 +153,8 @@ class Tokenizer:
         else:
             files = {directory / SRC_FILE: self._src_model, directory / TGT_FILE: self._tgt_model}
         for path, model in files.items():
-            _write_atomically(path, model)
+            with atomic_binary_output(str(path)) as handle:
+                handle.write(model)
         return list(files)
 
     @classmethod

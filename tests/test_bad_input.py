@@ -163,6 +163,11 @@ CASES = [
         "abc",
     ),
     case(
+        "train-top-k-under-one-name",
+        lambda e: e.train("--checkpoint.save_top_k", "3"),
+        "--checkpoint.filename best names them alike: put {{step}} in it",
+    ),
+    case(
         "train-negative-hidden-size",
         lambda e: e.train("--model.hidden_size", "-4"),
         "model.hidden_size must be at least 1, got -4",

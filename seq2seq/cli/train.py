@@ -95,6 +95,12 @@ class TranslationCLI(LightningCLI):
             if prefix is not None:
                 for lang in (data.src_lang, data.tgt_lang):
                     resolve_corpus_file(prefix, lang)
+        checkpoint = self.config.checkpoint
+        if checkpoint.save_top_k not in (0, 1) and "{" not in (checkpoint.filename or "{"):
+            raise UserError(
+                f"--checkpoint.save_top_k {checkpoint.save_top_k} keeps several checkpoints, but "
+                f"--checkpoint.filename {checkpoint.filename} names them alike: put {{step}} in it"
+            )
         if self.config.init_from is not None:
             self._use_init_checkpoint(self.config.init_from)
 
