@@ -7,7 +7,8 @@ steps, t tokens generated so far.
 Both searches are batched: each time step runs one `decode_step` over all K beam rows
 of every sentence still searched (K = 1 in greedy search), and a sentence leaves the
 batch as soon as it is done; beam search then scores (`log_probs`) only the rows of
-beams still open. A hypothesis never contains padding, BOS or EOS. Its `log_prob` is
+beams still open. Greedy search's loop, `decode_rows`, also serves sampling
+(seq2seq.sampling). A hypothesis never contains padding, BOS or EOS. Its `log_prob` is
 the sum of the model's log-probabilities of its tokens, EOS included when it ended in
 EOS; its `score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`).
 A hypothesis that reaches its length limit stops there, scored without an EOS term
@@ -20,6 +21,7 @@ without attention, and by default: keeping it costs time and memory).
 """
 
 import math
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Literal, NamedTuple, Protocol, TypeVar, get_args
 
@@ -133,7 +135,7 @@ def _penalty_table(kind: LengthPenalty, alpha: float, longest: int, device: torc
     )
 
 
-def _check_options(kind: LengthPenalty, alpha: float, min_len: int, no_repeat_ngram: int) -> None:
+def check_options(kind: LengthPenalty, alpha: float, min_len: int, no_repeat_ngram: int) -> None:
     """Raise ValueError for an unknown length penalty or a negative setting."""
     if kind not in get_args(LengthPenalty):
         raise ValueError(f"length_penalty must be one of {get_args(LengthPenalty)}, got {kind!r}")
@@ -200,6 +202,16 @@ def _own_attention(hypothesis: Hypothesis, src_length: int) -> Hypothesis:
     return hypothesis._replace(attention=hypothesis.attention[:, :src_length].clone())
 
 
+# How `decode_rows` chooses each next token: (B', V) allowed log-probs, (B',) the row (of B)
+# each is, the step -> (B',) tokens.
+Pick = Callable[[Tensor, Tensor, int], Tensor]
+
+
+def _most_probable(log_probs: Tensor, rows: Tensor, step: int) -> Tensor:
+    """Greedy search's pick: (B', V) -> (B',) the most probable tokens."""
+    return log_probs.max(dim=1).indices
+
+
 @torch.no_grad()
 def greedy_search(
     model: Searchable[M, St],
@@ -219,26 +231,61 @@ def greedy_search(
     `length_penalty` and `alpha` do not change the tokens chosen, only each `score`,
     so that it compares with beam search's. See `beam_search` for the other options.
     """
-    _check_options(length_penalty, alpha, min_len, no_repeat_ngram)
+    check_options(length_penalty, alpha, min_len, no_repeat_ngram)
     memory, state = model.encode(src, src_lengths)
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b).to(src.device)  # (B,)
+    return decode_rows(
+        model,
+        memory,
+        state,
+        src_lengths,
+        max_lens,
+        _most_probable,
+        min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram,
+        return_attention=return_attention,
+        length_penalty=length_penalty,
+        alpha=alpha,
+    )
+
+
+def decode_rows(
+    model: Searchable[M, St],
+    memory: M,
+    state: St,
+    src_lengths: Tensor,
+    max_lens: Tensor,
+    pick: Pick,
+    *,
+    min_len: int,
+    no_repeat_ngram: int,
+    return_attention: bool,
+    length_penalty: LengthPenalty,
+    alpha: float,
+) -> list[Hypothesis]:
+    """One output per row of `memory` and `state`, one token at a time: B hypotheses.
+
+    Greedy search and sampling (seq2seq.sampling). `src_lengths` (B,): each row's source
+    length; `max_lens` (B,): its most steps. Each step `pick`s every live row's token
+    among those `_constrain` allows; a row leaves the batch when it ends (EOS or max length).
+    """
     min_lens = _min_lengths(max_lens, min_len)  # (B,)
-    batch, longest = src.size(0), int(max_lens.max())
-    tokens = src.new_full((batch, longest), model.pad_id)  # (B, T)
-    sums = torch.zeros(batch, device=src.device)  # (B,) log-probs
+    batch, longest = max_lens.size(0), int(max_lens.max())
+    tokens = max_lens.new_full((batch, longest), model.pad_id)  # (B, T)
+    sums = torch.zeros(batch, device=max_lens.device)  # (B,) log-probs
     attention: Tensor | None = None  # (B, T, S) once the model gives some
     lengths = max_lens.clone()  # (B,) tokens before EOS
-    rows = torch.arange(batch, device=src.device)  # (B',) sentence of each live row
-    prev = src.new_full((batch,), model.bos_id)  # (B',)
+    rows = torch.arange(batch, device=max_lens.device)  # (B',) row of each live row
+    prev = max_lens.new_full((batch,), model.bos_id)  # (B',)
     for step in range(longest):
         outputs, state, weights = model.decode_step(memory, state, prev)  # (B', F), (B', S)
         log_probs = model.log_probs(outputs)  # (B', V)
         weights = weights if return_attention else None
         too_short = step < min_lens[rows] if min_len > 0 else None  # (B',)
         log_probs = _constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
-        best, prev = log_probs.max(dim=1)  # (B',)
+        prev = pick(log_probs, rows, step)  # (B',)
         tokens[rows, step] = prev
-        sums[rows] += best
+        sums[rows] += log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
         if weights is not None:
             if attention is None:
                 attention = weights.new_zeros(batch, longest, weights.size(1))
@@ -252,7 +299,7 @@ def greedy_search(
             rows, prev = rows[keep], prev[keep]
             memory, state = memory.index_select(keep), state.index_select(keep)
     sizes = lengths + (lengths < max_lens)  # (B,) lengths with EOS
-    scores = sums / _penalty_table(length_penalty, alpha, longest, src.device)[sizes]  # (B,)
+    scores = sums / _penalty_table(length_penalty, alpha, longest, max_lens.device)[sizes]  # (B,)
     columns = tokens.tolist(), lengths.tolist(), sizes.tolist(), scores.tolist(), sums.tolist()
     found = [
         Hypothesis(row[:n], score, log_prob, None if attention is None else attention[i, :size])
@@ -310,7 +357,7 @@ def beam_search(
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got {nbest} and {beam_size}")
-    _check_options(length_penalty, alpha, min_len, no_repeat_ngram)
+    check_options(length_penalty, alpha, min_len, no_repeat_ngram)
     batch = src.size(0)
     memory, state = model.encode(src, src_lengths)
     expand = torch.arange(batch, device=src.device).repeat_interleave(beam_size)  # (B*K,)

@@ -13,6 +13,7 @@ from seq2seq.batching import TokenBatchSampler
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
+from seq2seq.sampling import Sampling, sample_search
 from seq2seq.search import (
     MAX_LEN_A,
     MAX_LEN_B,
@@ -123,6 +124,7 @@ class Translator:
         *,
         nbest: int = 1,
         beam_size: int = 5,
+        sampling: Sampling | None = None,
         length_penalty: LengthPenalty = "average",
         alpha: float = 1.0,
         max_len_a: float | None = None,
@@ -148,8 +150,14 @@ class Translator:
         multiply bfloat16 in hardware (AVX512-BF16, AMX), slower on others; a few
         outputs may change. (On CUDA, autocast runs cuDNN's GRU/LSTM in float16.)
         Warnings number the sentences from `first_line`.
+        `sampling`: draw `nbest` random translations of each sentence instead, in draw
+        order (seq2seq.sampling; `beam_size` is ignored, batches hold `batch_tokens` / nbest
+        source tokens). Sentence i's draws depend only on `sampling` and its id
+        `first_line` + i: not on batching, nor on how the input is split into calls.
         """
-        if beam_size < 1 or not 1 <= nbest <= beam_size:
+        if sampling is not None and nbest < 1:
+            raise UserError(f"need nbest >= 1 samples, got {nbest}")
+        if sampling is None and (beam_size < 1 or not 1 <= nbest <= beam_size):
             raise UserError(f"need 1 <= nbest <= beam size, got nbest {nbest}, beam {beam_size}")
         if precision not in get_args(Precision):
             raise UserError(f"precision must be one of {get_args(Precision)}, got {precision!r}")
@@ -166,13 +174,18 @@ class Translator:
         todo = [i for i, ids in enumerate(source_ids) if ids]
         results = [[EMPTY] * nbest for _ in sentences]
         lengths = [len(source_ids[i]) for i in todo]
-        budget = source_budget(batch_tokens, beam_size, lengths)
+        budget = source_budget(batch_tokens, beam_size if sampling is None else nbest, lengths)
         bf16 = torch.autocast(self.device.type, torch.bfloat16, enabled=precision == "bf16")
         with bf16, tqdm(total=len(sentences), unit="sent", disable=not progress) as bar:
             bar.update(len(sentences) - len(todo))
             for batch in TokenBatchSampler(lengths, budget, shuffle=False):
                 rows = [todo[i] for i in batch]
-                found = self._search([source_ids[i] for i in rows], beam_size, nbest, options)
+                sources = [source_ids[i] for i in rows]
+                if sampling is None:
+                    found = self._search(sources, beam_size, nbest, options)
+                else:
+                    ids = [first_line + i for i in rows]
+                    found = self._sample(sources, ids, nbest, sampling, options)
                 for row, ranked in zip(rows, found, strict=True):
                     results[row] = ranked
                 bar.update(len(rows))
@@ -218,6 +231,29 @@ class Translator:
                 self.model, src, src_lengths, beam_size=beam_size, nbest=nbest, **options
             )
         return [[self._as_translation(h) for h in ranked] for ranked in found]
+
+    def _sample(
+        self,
+        rows: list[list[int]],
+        sentence_ids: list[int],
+        nbest: int,
+        sampling: Sampling,
+        options: dict[str, Any],
+    ) -> list[list[Translation]]:
+        """Draw `nbest` translations of each of one batch of source id lists."""
+        src, src_lengths = self._pad(rows)
+        found = sample_search(
+            self.model,
+            src,
+            src_lengths,
+            seeds=sampling.seeds(sentence_ids),
+            num_samples=nbest,
+            topk=sampling.topk,
+            topp=sampling.topp,
+            temperature=sampling.temperature,
+            **options,
+        )
+        return [[self._as_translation(h) for h in samples] for samples in found]
 
     def _as_translation(self, hypothesis: Hypothesis) -> Translation:
         (text,) = self.tokenizer.decode_tgt([hypothesis.tokens])

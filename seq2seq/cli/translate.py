@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import fields
 from itertools import islice
 from pathlib import Path
 from types import FrameType
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
+from seq2seq.sampling import Sampling
 from seq2seq.search import MAX_LEN_A, MAX_LEN_B
 from seq2seq.textfiles import atomic_output, open_text_lines, utf8_stdout
 from seq2seq.translator import BATCH_TOKENS, Precision, Translation, Translator
@@ -70,6 +72,42 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         "others; may change a few outputs (default 32)",
     )
     group.add_argument("--progress", action="store_true", help="progress bar even without a tty")
+    add_sampling_arguments(parser)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sampling and its options; None marks an option not given (see `sampling_options`)."""
+    group = parser.add_argument_group("sampling (see docs/sampling.md)")
+    group.add_argument(
+        "--sampling",
+        action="store_true",
+        help="draw random translations instead of searching (--nbest N: N per line); "
+        "the beam size is ignored",
+    )
+    group.add_argument(
+        "--topk",
+        type=int,
+        metavar="K",
+        help="sample from the K most probable tokens (default 0: all)",
+    )
+    group.add_argument(
+        "--topp",
+        type=float,
+        metavar="P",
+        help="sample from the fewest most probable tokens holding P of the mass (default 1.0)",
+    )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        help="divide log-probs by T before sampling (default 1.0)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="with the line number, fixes each line's samples (default 1)",
+    )
 
 
 def decoding_options(args: argparse.Namespace) -> dict:
@@ -78,6 +116,7 @@ def decoding_options(args: argparse.Namespace) -> dict:
         raise UserError(f"--beam-size must be at least 1, got {args.beam_size}")
     return {
         "beam_size": 1 if args.greedy else args.beam_size,
+        "sampling": sampling_options(args),
         "length_penalty": args.length_penalty,
         "alpha": args.alpha,
         "max_len_a": args.max_len_a,
@@ -90,12 +129,33 @@ def decoding_options(args: argparse.Namespace) -> dict:
     }
 
 
+def sampling_options(args: argparse.Namespace) -> Sampling | None:
+    """The `Sampling` that --sampling asks for, or None; UserError for a bad value or a
+    sampling option given without --sampling."""
+    names = [field.name for field in fields(Sampling)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if not args.sampling:
+        if given:
+            options = ", ".join(f"--{name}" for name in given)
+            raise UserError(f"{options} given without --sampling")
+        return None
+    try:
+        return Sampling(**given)
+    except ValueError as err:
+        raise UserError(f"--sampling: {err}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by scripts/train.py")
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- = stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- = stdout)")
-    parser.add_argument("--nbest", type=int, default=1, help="write the N best per input line")
+    parser.add_argument(
+        "--nbest",
+        type=int,
+        default=1,
+        help="write the N best (--sampling: N samples) per input line",
+    )
     parser.add_argument(
         "--format",
         choices=["text", "jsonl"],
@@ -183,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def check_arguments(args: argparse.Namespace, beam_size: int) -> None:
     """UserError for options that do not go together, or a missing plot folder."""
-    if not 1 <= args.nbest <= beam_size:
+    if args.sampling and args.nbest < 1:
+        raise UserError(f"--nbest must be at least 1, got {args.nbest}")
+    if not args.sampling and not 1 <= args.nbest <= beam_size:
         beam = "1 with --greedy" if args.greedy else beam_size
         raise UserError(f"--nbest must be between 1 and the beam size ({beam}), got {args.nbest}")
     if args.interactive and (args.input, args.output, args.attention_plot) != ("-", "-", None):
