@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seq2seq.decoder import DEFAULT_SCORE
 from seq2seq.errors import UserError, first_line
 from seq2seq.tokenizer import Tokenizer
 
@@ -43,7 +44,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(
             f"{path}: its SentencePiece models (tokenizer.src, tokenizer.tgt) are missing"
         )
+    _upgrade_attention(checkpoint["hyper_parameters"])
     return checkpoint
+
+
+def _upgrade_attention(hparams: dict[str, Any]) -> None:
+    """Checkpoints written before `attention_score` existed named "bahdanau" the model that
+    is now "luong" with "additive" scores (Bahdanau's score in Luong's architecture)."""
+    if "attention_score" not in hparams and hparams.get("attention") == "bahdanau":
+        hparams.update(attention="luong", attention_score="additive")
 
 
 def _unpickler_reason(err: pickle.UnpicklingError) -> str:
@@ -102,6 +111,7 @@ def check_resumable(
 ARCHITECTURE = (
     "cell",
     "attention",
+    "attention_score",
     "embed_dim",
     "hidden_size",
     "encoder_layers",
@@ -113,18 +123,27 @@ ARCHITECTURE = (
 
 def check_architecture(checkpoint: dict[str, Any], path: str, model: dict[str, Any]) -> None:
     """The model settings of a run that starts from `checkpoint`'s weights must be its own."""
-    saved = checkpoint["hyper_parameters"]
+    saved, model = _resolved(checkpoint["hyper_parameters"]), _resolved(model)
     differ = [
-        f"model.{name} is {model[name]!r}, the checkpoint's {saved[name]!r}"
+        f"model.{name} is {model.get(name)!r}, the checkpoint's {saved[name]!r}"
         for name in _architecture_differences(saved, model)
     ]
     if differ:
         raise UserError(f"--init_from {path}: " + "; ".join(differ))
 
 
+def _resolved(hparams: dict[str, Any]) -> dict[str, Any]:
+    """`hparams` with the attention score that None stands for (its attention's default)."""
+    attention = hparams.get("attention")
+    if hparams.get("attention_score") is None and attention in DEFAULT_SCORE:
+        return hparams | {"attention_score": DEFAULT_SCORE[attention]}
+    return hparams
+
+
 def _architecture_differences(saved: dict[str, Any], model: dict[str, Any]) -> list[str]:
     """The `ARCHITECTURE` settings that `saved` (a checkpoint's hyper_parameters) records
-    and `model` does not share."""
+    and `model` does not share (an attention score None is its attention's default)."""
+    saved, model = _resolved(saved), _resolved(model)
     return [name for name in ARCHITECTURE if name in saved and model.get(name) != saved[name]]
 
 
@@ -190,7 +209,7 @@ def _check_averageable(
 ) -> None:
     """`checkpoint` (read from `path`) must have the architecture, SentencePiece models and
     weight names and shapes of `first` (read from `first_path`)."""
-    saved, other = first["hyper_parameters"], checkpoint["hyper_parameters"]
+    saved, other = _resolved(first["hyper_parameters"]), _resolved(checkpoint["hyper_parameters"])
     differ = [
         f"model.{name} is {other.get(name)!r}, {first_path}'s {saved[name]!r}"
         for name in _architecture_differences(saved, other)

@@ -1,13 +1,19 @@
-"""Recurrent decoder, with Bahdanau attention and input feeding, or with a fixed context.
+"""Recurrent decoder: with attention as Bahdanau et al. (2015) or Luong et al. (2015)
+published it, or with a fixed context (Cho et al., 2014).
 
 Shapes: B batch, S source length, T target length, E embedding size, H decoder
 hidden size, D encoder output size, A attention size, L decoder layers, V vocabulary.
 
-Without attention (Cho et al., 2014) the encoder summary c is fed at every step:
+none (Cho et al.): the encoder summary c is fed at every step:
     s_t = RNN([y_{t-1}; c], s_{t-1}),   o_t = tanh(W [s_t; c])
-With attention (additive scores, input feeding as in Luong et al., 2015):
+bahdanau (RNNsearch): the previous state queries the attention; its context enters the
+cell; a deep output layer (maxout over pairs) reads state, context and previous token:
+    c_t = attend(s_{t-1}),   s_t = RNN([y_{t-1}; c_t], s_{t-1}),
+    o_t = maxout(W [s_t; c_t; y_{t-1}])
+luong (global attention with input feeding): the new state queries the attention; the
+attentional vector is fed to the next step:
     s_t = RNN([y_{t-1}; o_{t-1}], s_{t-1}),   c_t = attend(s_t),   o_t = tanh(W [s_t; c_t])
-In both, p(y_t) = softmax(W_out dropout(o_t)).
+In all, p(y_t) = softmax(W_out dropout(o_t)); attend() scores by `seq2seq.attention`.
 """
 
 from typing import Literal, NamedTuple
@@ -15,11 +21,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from seq2seq.attention import BahdanauAttention
+from seq2seq.attention import Attention, AttentionScore
 from seq2seq.encoder import Cell, make_rnn
+from seq2seq.errors import UserError
 from seq2seq.precision import run_rnn
 
-AttentionType = Literal["none", "bahdanau"]
+AttentionType = Literal["none", "bahdanau", "luong"]
+DEFAULT_SCORE: dict[str, AttentionScore] = {"bahdanau": "additive", "luong": "general"}
 
 
 class Memory(NamedTuple):
@@ -70,31 +78,37 @@ class Decoder(nn.Module):
         num_layers: int,
         cell: Cell,
         attention: AttentionType,
+        attention_score: AttentionScore | None,
         dropout: float,
         pad_id: int,
         tie_embeddings: bool,
     ) -> None:
         super().__init__()
-        if attention not in ("none", "bahdanau"):
-            raise ValueError(f"attention must be 'none' or 'bahdanau', got {attention!r}")
+        if attention not in ("none", "bahdanau", "luong"):
+            raise UserError(f"model.attention must be none, bahdanau or luong, got {attention!r}")
+        if attention == "none" and attention_score is not None:
+            raise UserError("model.attention_score needs model.attention bahdanau or luong")
         if tie_embeddings and embed_dim != hidden_size:
             raise ValueError(
                 f"tie_embeddings needs embed_dim == hidden_size, got {embed_dim} and {hidden_size}"
             )
         self.cell = cell
+        self.kind = attention
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.bridge = nn.Linear(memory_size, num_layers * hidden_size)
-        feed_size = hidden_size if attention == "bahdanau" else memory_size
+        feed_size = hidden_size if attention == "luong" else memory_size
         self.rnn = make_rnn(cell, embed_dim + feed_size, hidden_size, num_layers, dropout=dropout)
-        self.attention = (
-            BahdanauAttention(hidden_size, memory_size, hidden_size)
-            if attention == "bahdanau"
-            else None
-        )
-        self.pre_output = nn.Linear(hidden_size + memory_size, hidden_size)
+        self.attention = None
+        if attention != "none":
+            score = attention_score or DEFAULT_SCORE[attention]
+            self.attention = Attention(score, hidden_size, memory_size, hidden_size)
+        if attention == "bahdanau":  # deep output: maxout over pairs of 2H units
+            self.pre_output = nn.Linear(hidden_size + memory_size + embed_dim, 2 * hidden_size)
+        else:
+            self.pre_output = nn.Linear(hidden_size + memory_size, hidden_size)
         self.output = nn.Linear(hidden_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embed.weight
@@ -110,20 +124,28 @@ class Decoder(nn.Module):
         hidden = torch.tanh(self.bridge(memory.summary))  # (B, L * H)
         hidden = hidden.view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
         cell = torch.zeros_like(hidden) if self.cell == "lstm" else None
-        feed = None if self.attention is None else hidden.new_zeros(batch, self.hidden_size)
+        feed = hidden.new_zeros(batch, self.hidden_size) if self.kind == "luong" else None
         return DecoderState(hidden, cell, feed)
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: DecoderState) -> Tensor:
         """Teacher-forced decoding: (B, T) previous tokens -> (B, T, V) logits."""
         embedded = self.dropout(self.embed(tgt_in))  # (B, T, E)
-        if self.attention is None:
+        if self.kind == "none":
             outputs, _ = self._fixed_context_steps(embedded, memory, state)  # (B, T, H)
-        else:
+        elif self.kind == "luong":
             per_step = []
             for step_input in embedded.unbind(1):  # views whose backward is one stack
-                output, state, _ = self._attention_step(step_input, memory, state)
+                output, state, _ = self._luong_step(step_input, memory, state)
                 per_step.append(output)
             outputs = torch.stack(per_step, dim=1)  # (B, T, H)
+        else:
+            states, contexts = [], []
+            for step_input in embedded.unbind(1):
+                new, context, state, _ = self._rnnsearch_recurrence(step_input, memory, state)
+                states.append(new)
+                contexts.append(context)
+            stacked = torch.stack(states, dim=1), torch.stack(contexts, dim=1)  # (B, T, H|D)
+            outputs = self._deep_output(*stacked, embedded)  # (B, T, H), one GEMM for all T
         return self.logits(outputs)  # (B, T, V)
 
     def logits(self, outputs: Tensor) -> Tensor:
@@ -136,12 +158,13 @@ class Decoder(nn.Module):
         """One step: (B*K,) previous tokens, K per memory row -> (B*K, H) outputs (see
         `logits`), new state, (B*K, S) attention or None."""
         embedded = self.dropout(self.embed(prev_tokens))  # (B*K, E)
-        if self.attention is None:
+        if self.kind == "none":
             outputs, state = self._fixed_context_steps(embedded.unsqueeze(1), memory, state)
-            output, weights = outputs.squeeze(1), None  # (B*K, H)
-        else:
-            output, state, weights = self._attention_step(embedded, memory, state)
-        return output, state, weights
+            return outputs.squeeze(1), state, None  # (B*K, H)
+        if self.kind == "luong":
+            return self._luong_step(embedded, memory, state)
+        new, context, state, weights = self._rnnsearch_recurrence(embedded, memory, state)
+        return self._deep_output(new, context, embedded), state, weights
 
     def _fixed_context_steps(
         self, embedded: Tensor, memory: Memory, state: DecoderState
@@ -155,16 +178,32 @@ class Decoder(nn.Module):
         outputs = torch.tanh(self.pre_output(torch.cat([rnn_out, context], dim=2)))  # (B*K, T, H)
         return outputs, _as_state(final, feed=None)
 
-    def _attention_step(
+    def _luong_step(
         self, embedded: Tensor, memory: Memory, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """One attentional step, input-fed: (B*K, E) -> (B*K, H) output, state, (B*K, S) weights."""
+        """One input-fed step: (B*K, E) -> (B*K, H) output, state, (B*K, S) weights."""
         rnn_in = torch.cat([embedded, state.feed], dim=1).unsqueeze(1)  # (B*K, 1, E + H)
         rnn_out, final = run_rnn(self.rnn, rnn_in, state.rnn_state())
         query = rnn_out.squeeze(1)  # (B*K, H)
         context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
         output = torch.tanh(self.pre_output(torch.cat([query, context], dim=1)))  # (B*K, H)
         return output, _as_state(final, feed=output), weights
+
+    def _rnnsearch_recurrence(
+        self, embedded: Tensor, memory: Memory, state: DecoderState
+    ) -> tuple[Tensor, Tensor, DecoderState, Tensor]:
+        """RNNsearch's recurrence: (B*K, E) -> (B*K, H) new top-layer state, (B*K, D) context
+        (from the previous state), new state, (B*K, S) weights."""
+        query = state.hidden[-1]  # (B*K, H) s_{t-1}, the top layer's
+        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
+        rnn_in = torch.cat([embedded, context], dim=1).unsqueeze(1)  # (B*K, 1, E + D)
+        rnn_out, final = run_rnn(self.rnn, rnn_in, state.rnn_state())
+        return rnn_out.squeeze(1), context, _as_state(final, feed=None), weights
+
+    def _deep_output(self, new: Tensor, context: Tensor, embedded: Tensor) -> Tensor:
+        """maxout(W [s_t; c_t; y_{t-1}]) over pairs of units: (..., H + D + E) -> (..., H)."""
+        hidden = self.pre_output(torch.cat([new, context, embedded], dim=-1))  # (..., 2H)
+        return hidden.unflatten(-1, (self.hidden_size, 2)).amax(dim=-1)
 
 
 def _as_state(final: Tensor | tuple[Tensor, Tensor], feed: Tensor | None) -> DecoderState:

@@ -11,13 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seq2seq.attention import AttentionScore
 from seq2seq.decoder import AttentionType, Decoder, DecoderState, Memory
 from seq2seq.encoder import Cell, Encoder, length_mask
 from seq2seq.errors import UserError
 
 
 class Seq2Seq(nn.Module):
-    """A recurrent encoder-decoder (GRU, LSTM or tanh RNN), with or without Bahdanau attention.
+    """A recurrent encoder-decoder (GRU, LSTM or tanh RNN), with or without attention.
 
     Args:
         src_vocab_size: source vocabulary size.
@@ -26,7 +27,10 @@ class Seq2Seq(nn.Module):
         bos_id: id that starts every target sequence.
         eos_id: id that ends every target sequence.
         cell: recurrent cell of encoder and decoder.
-        attention: "bahdanau" (additive, input feeding) or "none" (fixed context).
+        attention: "bahdanau" (RNNsearch), "luong" (global attention, input feeding) or
+            "none" (fixed context); see seq2seq.decoder.
+        attention_score: "additive", "general" or "dot" (see seq2seq.attention); None:
+            additive for bahdanau, general for luong.
         embed_dim: embedding size (both sides).
         hidden_size: encoder hidden size per direction, and decoder hidden size.
         encoder_layers: stacked encoder layers.
@@ -45,7 +49,8 @@ class Seq2Seq(nn.Module):
         bos_id: int = 2,
         eos_id: int = 3,
         cell: Cell = "gru",
-        attention: AttentionType = "bahdanau",
+        attention: AttentionType = "luong",
+        attention_score: AttentionScore | None = None,
         embed_dim: int = 256,
         hidden_size: int = 256,
         encoder_layers: int = 1,
@@ -83,6 +88,7 @@ class Seq2Seq(nn.Module):
             num_layers=decoder_layers,
             cell=cell,
             attention=attention,
+            attention_score=attention_score,
             dropout=dropout,
             pad_id=pad_id,
             tie_embeddings=tie_embeddings,

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from seq2seq.attention import AttentionScore
 from seq2seq.decoder import AttentionType
 from seq2seq.encoder import Cell
 from seq2seq.errors import UserError
@@ -48,7 +49,10 @@ class TranslationModule(LightningModule):
         bos_id: begin-of-sentence id (linked from the data module).
         eos_id: end-of-sentence id (linked from the data module).
         cell: recurrent cell of encoder and decoder; "rnn" is the plain tanh RNN.
-        attention: "bahdanau" (additive, input feeding) or "none" (fixed context).
+        attention: "bahdanau" (RNNsearch), "luong" (global attention, input feeding) or
+            "none" (fixed context); see seq2seq.decoder.
+        attention_score: "additive", "general" or "dot"; None: additive for bahdanau,
+            general for luong.
         embed_dim: embedding size.
         hidden_size: encoder hidden size per direction and decoder hidden size.
         encoder_layers: stacked encoder layers.
@@ -84,7 +88,8 @@ class TranslationModule(LightningModule):
         bos_id: int = 2,
         eos_id: int = 3,
         cell: Cell = "gru",
-        attention: AttentionType = "bahdanau",
+        attention: AttentionType = "luong",
+        attention_score: AttentionScore | None = None,
         embed_dim: int = 256,
         hidden_size: int = 256,
         encoder_layers: int = 1,

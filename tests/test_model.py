@@ -7,20 +7,28 @@ import torch
 from torch import Tensor
 
 from seq2seq import precision
+from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
 
-COMBINATIONS = list(itertools.product(["gru", "lstm", "rnn"], ["none", "bahdanau"]))
+# attention[/score]: no score is the attention's default (bahdanau: additive, luong: general)
+VARIANTS = ["none", "bahdanau", "bahdanau/general", "luong", "luong/additive", "luong/dot"]
+COMBINATIONS = list(itertools.product(["gru", "lstm", "rnn"], VARIANTS))
 SRC_VOCAB, TGT_VOCAB = 17, 19
 
 
-def tiny_model(cell: str, attention: str, **overrides) -> Seq2Seq:
+def tiny_model(cell: str, variant: str, **overrides) -> Seq2Seq:
+    """A small model; `variant` is attention[/score]. Dot scores need a memory as wide as
+    the decoder: a unidirectional encoder then."""
+    attention, _, score = variant.partition("/")
     settings = dict(
         cell=cell,
         attention=attention,
+        attention_score=score or None,
         embed_dim=12,
         hidden_size=16,
         encoder_layers=2,
         decoder_layers=2,
+        bidirectional=score != "dot",
         dropout=0.0,
     )
     settings.update(overrides)
@@ -42,7 +50,7 @@ def test_shapes(cell: str, attention: str) -> None:
     tgt_in, _ = padded_batch([4, 4, 4], TGT_VOCAB)
     assert model(src, src_lengths, tgt_in).shape == (3, 4, TGT_VOCAB)
     memory, state = model.encode(src, src_lengths)
-    assert memory.states.shape == (3, 5, 32)  # bidirectional: 2 * hidden
+    assert memory.states.shape == (3, 5, 16 if attention == "luong/dot" else 32)  # 2 * hidden
     assert state.hidden.shape == (2, 3, 16)
     outputs, state, weights = model.decode_step(memory, state, tgt_in[:, 0])
     log_probs = model.log_probs(outputs)
@@ -155,6 +163,29 @@ def test_tied_embeddings_share_one_matrix() -> None:
     assert model.decoder.output.weight is model.decoder.embed.weight
     with pytest.raises(ValueError, match="embed_dim == hidden_size"):
         tiny_model("gru", "bahdanau", embed_dim=8, tie_embeddings=True)
+
+
+def test_attention_variants_are_what_they_say() -> None:
+    """RNNsearch queries with the previous state and has no input feeding; Luong queries
+    with the new state and feeds its attentional vector; default scores per variant."""
+    rnnsearch, luong = tiny_model("gru", "bahdanau"), tiny_model("gru", "luong")
+    assert rnnsearch.decoder.attention.score == "additive"
+    assert luong.decoder.attention.score == "general"
+    src, src_lengths = padded_batch([4, 3], SRC_VOCAB)
+    queries: list[Tensor] = []
+    for model in (rnnsearch, luong):
+        model.decoder.attention.register_forward_pre_hook(lambda _, args: queries.append(args[0]))
+    for model, fed in ((rnnsearch, False), (luong, True)):
+        memory, state = model.encode(src, src_lengths)
+        queries.clear()
+        _, new_state, _ = model.decode_step(memory, state, torch.tensor([2, 2]))
+        expected = state.hidden[-1] if model is rnnsearch else new_state.hidden[-1]
+        torch.testing.assert_close(queries[0], expected)
+        assert (new_state.feed is not None) == fed
+    with pytest.raises(UserError, match="dot needs the decoder's hidden size"):
+        tiny_model("gru", "luong", attention_score="dot")
+    with pytest.raises(UserError, match=r"attention_score needs model\.attention"):
+        tiny_model("gru", "none", attention_score="general")
 
 
 def test_build_model_ignores_training_settings() -> None:

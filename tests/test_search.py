@@ -550,7 +550,7 @@ def test_invalid_options_raise() -> None:
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
-@pytest.mark.parametrize("attention", ["none", "bahdanau"])
+@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong"])
 def test_search_consistent_on_the_real_model(cell: str, attention: str) -> None:
     from seq2seq.model import Seq2Seq
 
