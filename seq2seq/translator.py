@@ -1,6 +1,7 @@
 """The Python API for translation: `Translator.from_checkpoint(path).translate(sentences)`."""
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.checkpoint import load_checkpoint
+from seq2seq.ensemble import Ensemble, EnsembleRule
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.sampling import Sampling, sample_search
@@ -57,7 +59,7 @@ class Translator:
     """A trained model with its SentencePiece models, translating batches of raw sentences.
 
     Args:
-        model: the encoder-decoder.
+        model: the encoder-decoder, or an ensemble of them.
         tokenizer: its SentencePiece models.
         device: where to run.
         max_src_len: longer sources are truncated to this many pieces (with a warning);
@@ -69,7 +71,7 @@ class Translator:
 
     def __init__(
         self,
-        model: Seq2Seq,
+        model: Seq2Seq | Ensemble,
         tokenizer: Tokenizer,
         device: torch.device,
         max_src_len: int | None = None,
@@ -88,24 +90,44 @@ class Translator:
         return cls.from_loaded(load_checkpoint(path), path, device)
 
     @classmethod
+    def from_checkpoints(
+        cls, paths: Sequence[str | Path], device: str = "auto", rule: EnsembleRule = "logprob"
+    ) -> "Translator":
+        """One checkpoint, or several decoded as an ensemble (see seq2seq.ensemble; `rule`
+        combines their log-probabilities). Their SentencePiece models must be the same;
+        the first checkpoint's output length limit applies, and the shortest `max_len`."""
+        return cls.from_all_loaded([(load_checkpoint(p), p) for p in paths], device, rule)
+
+    @classmethod
     def from_loaded(cls, checkpoint: dict[str, Any], path: str | Path, device: str) -> "Translator":
         """From a checkpoint read by `load_checkpoint(path)`."""
-        model = build_model(checkpoint["hyper_parameters"])
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise UserError(f"{path}: weights do not fit the model it describes ({err})") from err
-        try:
-            tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
-        except UserError as err:
-            raise UserError(f"{path}: {err}") from err
-        hparams = checkpoint["hyper_parameters"]
+        return cls.from_all_loaded([(checkpoint, path)], device)
+
+    @classmethod
+    def from_all_loaded(
+        cls,
+        loaded: Sequence[tuple[dict[str, Any], str | Path]],
+        device: str,
+        rule: EnsembleRule = "logprob",
+    ) -> "Translator":
+        """From (checkpoint, its path) pairs read by `load_checkpoint`: one model, or their
+        ensemble."""
+        models, tokenizers = zip(*(_model_and_tokenizer(c, p) for c, p in loaded), strict=True)
+        (first, first_path), fingerprint = loaded[0], tokenizers[0].fingerprint
+        for (_, path), tokenizer in zip(loaded[1:], tokenizers[1:], strict=True):
+            if tokenizer.fingerprint != fingerprint:
+                raise UserError(
+                    f"{path} and {first_path} have different SentencePiece models "
+                    f"({tokenizer.fingerprint}, {fingerprint}): an ensemble needs one vocabulary"
+                )
+        max_lens = [(c.get("datamodule_hyper_parameters") or {}).get("max_len") for c, _ in loaded]
+        known = [n for n in max_lens if n is not None]
+        hparams = first["hyper_parameters"]
         return cls(
-            model,
-            tokenizer,
+            models[0] if len(models) == 1 else Ensemble(models, rule),
+            tokenizers[0],
             resolve_device(device),
-            max_src_len=(checkpoint.get("datamodule_hyper_parameters") or {}).get("max_len"),
+            max_src_len=min(known) if known else None,
             max_len_a=hparams.get("max_len_a", MAX_LEN_A),
             max_len_b=hparams.get("max_len_b", MAX_LEN_B),
         )
@@ -284,6 +306,20 @@ class Translator:
         for row, ids in enumerate(sequences):
             src[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return src.to(self.device), lengths.to(self.device)
+
+
+def _model_and_tokenizer(checkpoint: dict[str, Any], path: str | Path) -> tuple[Seq2Seq, Tokenizer]:
+    """The model and SentencePiece models of a checkpoint read by `load_checkpoint(path)`."""
+    model = build_model(checkpoint["hyper_parameters"])
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit the model it describes ({err})") from err
+    try:
+        return model, Tokenizer.from_dict(checkpoint["tokenizer"])
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from err
 
 
 def resolve_device(device: str) -> torch.device:

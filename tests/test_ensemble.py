@@ -2,6 +2,7 @@
 
 import math
 from itertools import chain
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -9,10 +10,14 @@ import torch
 from test_search import assert_search_consistent, random_batch, teacher_force
 from torch import Tensor, nn
 
+from seq2seq.cli.evaluate import main as evaluate_main
+from seq2seq.cli.translate import main as translate_main
 from seq2seq.ensemble import Ensemble
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq
 from seq2seq.search import beam_search, greedy_search
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.translator import Translator
 
 PAD, BOS, EOS, X, Y, Z = range(6)
 
@@ -136,3 +141,39 @@ def test_invalid_ensembles_are_refused() -> None:
     other = Seq2Seq(9, 11, eos_id=4, embed_dim=8, hidden_size=8)
     with pytest.raises(UserError, match="pad, BOS, EOS"):
         Ensemble([tiny_model(1), other])
+
+
+def test_translator_of_two_copies_translates_as_one(trained: Path) -> None:
+    best = trained / "checkpoints" / "best.ckpt"
+    sentences = ["einundzwanzig", "dreihundertzwölf", ""]
+    alone = Translator.from_checkpoint(best, device="cpu")
+    pair = Translator.from_checkpoints([best, best], device="cpu", rule="prob")
+    assert isinstance(pair.model, Ensemble)
+    for beam_size in (1, 3):
+        mine = pair.translate_nbest(sentences, beam_size=beam_size, attention=True)
+        theirs = alone.translate_nbest(sentences, beam_size=beam_size, attention=True)
+        assert [r[0].text for r in mine] == [r[0].text for r in theirs]
+        assert [r[0].score for r in mine] == pytest.approx([r[0].score for r in theirs], rel=1e-5)
+        assert mine[0][0].attention.shape == theirs[0][0].attention.shape
+
+
+def test_ensemble_of_other_vocabularies_is_one_line_error(trained: Path, tmp_path: Path) -> None:
+    best = trained / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, weights_only=True)
+    sentences = [f"satz {i} wort {i % 7}" for i in range(300)]
+    checkpoint["tokenizer"] = Tokenizer.train(sentences, sentences, vocab_size=30).to_dict()
+    torch.save(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(UserError, match=r"other\.ckpt and .*best\.ckpt have different Sentence"):
+        Translator.from_checkpoints([best, tmp_path / "other.ckpt"], device="cpu")
+
+
+def test_scripts_take_several_checkpoints(trained: Path, tmp_path: Path) -> None:
+    best, last = trained / "checkpoints" / "best.ckpt", trained / "checkpoints" / "last.ckpt"
+    source, refs = tmp_path / "in.de", tmp_path / "ref.en"
+    source.write_text("einundzwanzig\ndreihundert\n", encoding="utf-8")
+    refs.write_text("twenty-one\nthree hundred\n", encoding="utf-8")
+    out = tmp_path / "out.en"
+    args = ["--checkpoint", str(best), str(last), "--input", str(source), "--output", str(out)]
+    translate_main([*args, "--ensemble-rule", "prob", "--nbest", "2", "--beam-size", "3"])
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 4
+    evaluate_main(["--checkpoint", str(best), str(last), "--src", str(source), "--ref", str(refs)])

@@ -22,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n", 1)[0].split(":", 1)[1])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--hyp", help="detokenized hypotheses, one a line")
-    source.add_argument("--checkpoint", help="translate --src with this checkpoint, then score")
+    source.add_argument(
+        "--checkpoint",
+        nargs="+",
+        help="translate --src with this checkpoint (several: their ensemble), then score",
+    )
     parser.add_argument("--src", help="source sentences (with --checkpoint)")
     parser.add_argument("--ref", required=True, action="append", help="references (repeatable)")
     parser.add_argument(
@@ -59,11 +63,11 @@ def score(args: argparse.Namespace) -> list[CorpusScore]:
     if args.checkpoint is not None:
         sources = read_text_lines(args.src)
         check_line_counts(args.src, sources, references)
-        checkpoint = load_checkpoint(args.checkpoint)
-        translator = Translator.from_loaded(checkpoint, args.checkpoint, device=args.device)
+        loaded = [(load_checkpoint(path), path) for path in args.checkpoint]
+        translator = Translator.from_all_loaded(loaded, args.device, args.ensemble_rule)
         hypotheses = translator.translate(sources, **decoding)
-        if tokenize is None:  # the BLEU tokenizer of the model's validation
-            tokenize = checkpoint["hyper_parameters"].get("bleu_tokenize")
+        if tokenize is None:  # the BLEU tokenizer of the (first) model's validation
+            tokenize = loaded[0][0]["hyper_parameters"].get("bleu_tokenize")
     else:
         hypotheses = read_text_lines(args.hyp)
         check_line_counts(args.hyp, hypotheses, references)

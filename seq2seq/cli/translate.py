@@ -14,6 +14,7 @@ from typing import TextIO, get_args
 
 from tqdm import tqdm
 
+from seq2seq.ensemble import EnsembleRule
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.sampling import Sampling
@@ -64,6 +65,13 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"source tokens times beam size per batch (default {BATCH_TOKENS})",
     )
     group.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    group.add_argument(
+        "--ensemble-rule",
+        choices=get_args(EnsembleRule),
+        default="logprob",
+        help="with several checkpoints: average their log-probabilities (logprob, default) "
+        "or take the log of their mean probability (prob)",
+    )
     group.add_argument(
         "--precision",
         choices=get_args(Precision),
@@ -147,7 +155,12 @@ def sampling_options(args: argparse.Namespace) -> Sampling | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by scripts/train.py")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a .ckpt written by scripts/train.py; several: their ensemble",
+    )
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- = stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- = stdout)")
     parser.add_argument(
@@ -225,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options = decoding_options(args) | {"attention": bool(args.attention_plot)}
         check_arguments(args, options["beam_size"])
-        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        translator = Translator.from_checkpoints(
+            args.checkpoint, device=args.device, rule=args.ensemble_rule
+        )
         if args.interactive:
             translate_interactively(translator, args, options)
             return
