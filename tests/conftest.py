@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny parallel corpus, a tiny trained model, fixed seeds."""
+"""Shared fixtures: a tiny parallel corpus, a tiny trained model, fixed seeds, a live server."""
 
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -67,3 +71,30 @@ def trained(train_args: Callable[..., list[str]], tmp_path_factory: pytest.TempP
         )
     )
     return out
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[[Any], str]]:
+    """`live_server(app)`: serves an ASGI app with uvicorn on a free loopback port, in a
+    thread, until the test ends; returns its base URL."""
+    import uvicorn
+
+    running = []
+
+    def start(app: Any) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started, "the test server did not start"
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,2 +1,2 @@
-"""The command-line entry points: `train`, `translate`, `evaluate`, `average` (each a `main()`;
-`scripts/` and the `seq2seq-*` console scripts call them)."""
+"""The command-line entry points: `train`, `translate`, `evaluate`, `average`, `serve`
+(each a `main()`; `scripts/` and the `seq2seq-*` console scripts call them)."""

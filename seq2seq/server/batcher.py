@@ -1,0 +1,173 @@
+"""Cross-request batching: one worker thread owns the model, the event loop only waits.
+
+A request's sentences go on a queue as one job. The worker takes the oldest job, adds
+the jobs that arrive within `window_s` of it (or are already waiting, when it was busy)
+until `max_tokens`, decodes them with one call per set of decoding options, and hands
+each request its own slice of the results through its event loop.
+"""
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Decode = Callable[[list[str], Any], list[Any]]  # (sentences, options) -> one result each
+
+
+class QueueFull(Exception):
+    """Taking the request would put more sentences in the queue than it holds."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's sentences, waiting for the worker."""
+
+    sentences: list[str]
+    options: Hashable  # requests with equal options are decoded in one call
+    tokens: int  # its share of a batch's token budget
+    arrived: float  # time.monotonic()
+    deadline: float  # after this nobody waits for the results: the worker skips the job
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class Batcher:
+    """Decodes queued jobs in batches on one worker thread.
+
+    Args:
+        decode: runs the model; called on the worker thread only.
+        window_s: how long after a job arrives the worker waits for more to join it.
+        max_tokens: a batch stops gathering jobs once their tokens reach this.
+        max_queue: sentences that may wait; beyond that `submit` raises QueueFull.
+        batching: False decodes one job at a time, in order of arrival.
+    """
+
+    def __init__(
+        self,
+        decode: Decode,
+        *,
+        window_s: float,
+        max_tokens: int,
+        max_queue: int,
+        batching: bool = True,
+    ) -> None:
+        self.decode = decode
+        self.window_s, self.max_tokens, self.max_queue = window_s, max_tokens, max_queue
+        self.batching = batching
+        self.batches = 0  # decode calls so far
+        self.decoded = 0  # sentences decoded so far
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._waiting = 0  # sentences in the queue
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="seq2seq-decoder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Decode what is queued, then end the worker."""
+        self._queue.put(None)
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def waiting(self) -> int:
+        """Sentences queued and not yet taken by the worker."""
+        return self._waiting
+
+    async def submit(
+        self, sentences: list[str], options: Hashable, *, tokens: int, timeout: float
+    ) -> list[Any]:
+        """The results for `sentences`, in order; QueueFull, or asyncio.TimeoutError
+        after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        job = Job(sentences, options, tokens, now, now + timeout, loop.create_future(), loop)
+        with self._lock:
+            if self._waiting + len(sentences) > self.max_queue:
+                raise QueueFull
+            self._waiting += len(sentences)
+        self._queue.put(job)
+        return await asyncio.wait_for(job.future, timeout)
+
+    def _run(self) -> None:
+        while (first := self._take(None)) is not None:
+            for group in _by_options(self._gather(first)):
+                self._decode_group(group)
+
+    def _take(self, timeout: float | None) -> Job | None:
+        """The next job (None: stop); waits at most `timeout` seconds (queue.Empty)."""
+        job = self._queue.get(timeout=timeout)
+        if job is not None:
+            with self._lock:
+                self._waiting -= len(job.sentences)
+        return job
+
+    def _gather(self, first: Job) -> list[Job]:
+        """`first` and the jobs that join it within its window, up to the token budget."""
+        jobs, tokens = [first], first.tokens
+        closes = first.arrived + self.window_s
+        while self.batching and tokens < self.max_tokens:
+            try:
+                job = self._take(max(closes - time.monotonic(), 0.0))
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            jobs.append(job)
+            tokens += job.tokens
+        return jobs
+
+    def _decode_group(self, jobs: list[Job]) -> None:
+        """One decode call for jobs with the same options; each gets its slice."""
+        now = time.monotonic()
+        jobs = [job for job in jobs if job.deadline > now]
+        if not jobs:
+            return
+        sentences = [sentence for job in jobs for sentence in job.sentences]
+        try:
+            results = self.decode(sentences, jobs[0].options)
+        except Exception as err:
+            log.exception("decoding %d sentence(s) failed", len(sentences))
+            for job in jobs:
+                _settle(job, None, err)
+            return
+        self.batches, self.decoded = self.batches + 1, self.decoded + len(sentences)
+        start = 0
+        for job in jobs:
+            _settle(job, results[start : start + len(job.sentences)], None)
+            start += len(job.sentences)
+
+
+def _by_options(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs grouped by equal options, groups in order of their first job."""
+    groups: dict[Hashable, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.options, []).append(job)
+    return list(groups.values())
+
+
+def _settle(job: Job, results: list[Any] | None, error: Exception | None) -> None:
+    """Resolve the job's future on its event loop (from the worker thread)."""
+    with contextlib.suppress(RuntimeError):  # raised once the loop has closed: nobody waits
+        job.loop.call_soon_threadsafe(_resolve, job.future, results, error)
+
+
+def _resolve(future: asyncio.Future, results: list[Any] | None, error: Exception | None) -> None:
+    if future.done():  # timed out meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(results)

@@ -1,0 +1,113 @@
+"""Running the server: settings from the command line, the model, uvicorn, a graceful stop."""
+
+import argparse
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+
+from seq2seq.errors import UserError
+from seq2seq.server.app import Gate, create_app
+from seq2seq.server.info import describe_model
+from seq2seq.server.schemas import Settings
+from seq2seq.translator import Translator
+
+log = logging.getLogger(__name__)
+
+# After SIGTERM, the listening socket stays open this long at least, answering 503, so
+# that clients and load balancers learn that the server stops instead of meeting a
+# closed port (or a connection reset, for one that the kernel had queued).
+LINGER_S = 0.5
+
+FLAGS = {  # Settings field: its command-line option
+    "max_sentences": "--max-sentences",
+    "max_chars": "--max-chars",
+    "max_body_bytes": "--max-body-bytes",
+    "max_queue": "--max-queue",
+    "timeout_s": "--timeout",
+    "batching": "--no-batching",
+    "batch_window_ms": "--batch-window-ms",
+    "batch_tokens": "--batch-tokens",
+}
+
+
+def run_server(args: argparse.Namespace) -> None:
+    """Load the model of `args.checkpoint`, then serve it until SIGTERM or SIGINT."""
+    settings = settings_from(args)
+    info = describe_model(args.checkpoint, settings, args.name)
+    translator = load_translator(args.checkpoint, args.device)
+    app = create_app(translator, info)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(settings.timeout_s) + 1,
+    )
+    log.info("serving %s on http://%s:%d (API docs: /docs)", info.name, args.host, args.port)
+    GracefulServer(config, app.state.service.gate, drain_s=settings.timeout_s).run()
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The server settings of `args`; UserError naming the option for a bad value."""
+    values = {name: getattr(args, name) for name in FLAGS if name not in ("batching", "timeout_s")}
+    values |= {"batching": not args.no_batching, "timeout_s": args.timeout}
+    try:
+        settings = Settings(**values)
+    except ValidationError as err:
+        problem = err.errors(include_url=False)[0]
+        name = str(problem["loc"][0])
+        raise UserError(f"{FLAGS[name]}: {problem['msg'].lower()}, got {values[name]}") from None
+    if settings.max_queue < settings.max_sentences:
+        raise UserError("--max-queue must be at least --max-sentences (a request must fit)")
+    return settings
+
+
+def load_translator(paths: list[str], device: str) -> Translator:
+    """One checkpoint's model, or the ensemble of several."""
+    if len(paths) == 1:
+        return Translator.from_checkpoint(paths[0], device=device)
+    return Translator.from_checkpoints(paths, device=device)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn stopping in two steps on SIGTERM or SIGINT: new translation requests get 503
+    until those in flight are answered (and `LINGER_S` has passed), or for `drain_s` at
+    most; then the server stops and the process exits 0. (uvicorn's own Server re-raises
+    the signal once stopped, which ends the process with the signal's status.) A second
+    SIGINT stops at once."""
+
+    def __init__(self, config: uvicorn.Config, gate: Gate, drain_s: float) -> None:
+        super().__init__(config)
+        self.gate, self.drain_s = gate, drain_s
+        self.drain_started = math.inf  # time.monotonic() of the signal
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {sig: signal.signal(sig, self.drain) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def drain(self, sig: int, frame: FrameType | None) -> None:
+        if self.gate.draining and sig == signal.SIGINT:
+            self.should_exit = self.force_exit = True
+        if not self.gate.draining:
+            self.gate.draining, self.drain_started = True, time.monotonic()
+        log.info("stopping: %d request(s) in flight, new ones get 503", self.gate.in_flight)
+
+    async def on_tick(self, counter: int) -> bool:
+        """Checked every 0.1 s: whether draining is over. (After `drain_s` at most: a
+        client that never sends its whole body must not hold the server.)"""
+        draining_s = time.monotonic() - self.drain_started
+        if (self.gate.in_flight == 0 and draining_s >= LINGER_S) or draining_s > self.drain_s:
+            self.should_exit = True
+        return await super().on_tick(counter)
