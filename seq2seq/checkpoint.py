@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from seq2seq.decoder import DEFAULT_SCORE
+from seq2seq.ema import TRAINING_WEIGHTS
 from seq2seq.errors import UserError, first_line
 from seq2seq.tokenizer import Tokenizer
 
@@ -85,17 +86,24 @@ def resolve_resume_path(ckpt_path: str, dirpath: str | None) -> Path:
 
 
 def check_resumable(
-    checkpoint: dict[str, Any], path: Path, tokenizer: Tokenizer, lr: float
+    checkpoint: dict[str, Any], path: Path, tokenizer: Tokenizer, lr: float, ema_decay: float
 ) -> None:
     """Before training resumes from `checkpoint`: its SentencePiece models must be those
-    the data gives (else the token ids change meaning); a changed learning rate is warned
-    about (the optimizer state restored from the checkpoint keeps its own)."""
+    the data gives (else the token ids change meaning); a run with a moving average of the
+    weights resumes with one (its `state_dict` holds the average); a changed learning rate
+    is warned about (the optimizer state restored from the checkpoint keeps its own)."""
     saved = Tokenizer.from_dict(checkpoint["tokenizer"])
     if saved.fingerprint != tokenizer.fingerprint:
         raise UserError(
             f"{path} was trained with SentencePiece model(s) {saved.fingerprint}, but the "
             f"data gives {tokenizer.fingerprint} (a changed corpus or vocabulary setting "
             "trains new ones): resume with the data and settings of that run"
+        )
+    if TRAINING_WEIGHTS in checkpoint and not ema_decay:
+        decay = checkpoint["hyper_parameters"].get("ema_decay")
+        raise UserError(
+            f"{path} was trained with --model.ema_decay {decay}: resume with a decay above 0 "
+            "(or start a new run from its averaged weights with --init_from)"
         )
     trained_lr = checkpoint["hyper_parameters"].get("lr")
     if trained_lr is not None and trained_lr != lr:

@@ -7,11 +7,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from seq2seq.attention import AttentionScore
 from seq2seq.decoder import AttentionType
+from seq2seq.ema import ExponentialMovingAverage, check_ema_decay
 from seq2seq.encoder import Cell
 from seq2seq.errors import UserError
 from seq2seq.loss import smoothed_cross_entropy
@@ -78,6 +80,9 @@ class TranslationModule(LightningModule):
         max_nonfinite_losses: a batch whose loss is not finite (on any rank) is skipped with
             a warning; this many in a row stop training with an error (the checkpoints
             written before are kept).
+        ema_decay: 0 (off), or the decay of an exponential moving average of the weights
+            that validation, test and the saved `state_dict` use (see seq2seq.ema and
+            docs/ema.md); e.g. 0.999.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class TranslationModule(LightningModule):
         test_beam_size: int = 5,
         bleu_tokenize: str = "13a",
         max_nonfinite_losses: int = 10,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         check_bleu_tokenize(bleu_tokenize)
@@ -117,6 +123,7 @@ class TranslationModule(LightningModule):
             raise UserError(
                 f"model.max_nonfinite_losses must be at least 1, not {max_nonfinite_losses}"
             )
+        check_ema_decay(ema_decay)
         self.save_hyperparameters()
         self.model = build_model(self.hparams)
         self.tokenizer: Tokenizer | None = None
@@ -205,6 +212,11 @@ class TranslationModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tokenizer = Tokenizer.from_dict(checkpoint["tokenizer"])
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The moving average of the weights, for `fit` with an `ema_decay` above 0."""
+        decay, fitting = self.hparams.ema_decay, self.trainer.state.fn == TrainerFn.FITTING
+        return [ExponentialMovingAverage(decay)] if decay > 0 and fitting else []
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams

@@ -211,7 +211,8 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
     if cli.config.ckpt_path is not None:
         resume = resolve_resume_path(cli.config.ckpt_path, cli.config.checkpoint.dirpath)
         checkpoint = load_checkpoint(resume)  # clear errors, and never unpickles code
-        check_resumable(checkpoint, resume, cli.datamodule.tokenizer, cli.model.hparams.lr)
+        hparams = cli.model.hparams
+        check_resumable(checkpoint, resume, cli.datamodule.tokenizer, hparams.lr, hparams.ema_decay)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
     if cli.datamodule.hparams.test is not None or cli.datamodule.hparams.dataset is not None:
         best = cli.trainer.checkpoint_callback.best_model_path or None
