@@ -1,16 +1,26 @@
-"""Attention heat maps."""
+"""Attention heat maps, gradient flow and training curves."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from seq2seq.plots import save_attention_plot
+from seq2seq.errors import UserError
+from seq2seq.plots import (
+    check_labels,
+    save_attention_plot,
+    save_gradient_flow_plot,
+    save_metrics_plot,
+)
 
 
 def png_width(path: Path) -> int:
     """The width field of a PNG's IHDR chunk."""
     return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def png_height(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")
 
 
 def test_writes_a_png_sized_by_the_sentence(tmp_path: Path) -> None:
@@ -27,3 +37,28 @@ def test_writes_a_png_sized_by_the_sentence(tmp_path: Path) -> None:
 def test_labels_must_fit_the_weights(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="do not fit"):
         save_attention_plot(np.eye(3), ["a", "b"], ["x", "y", "z"], tmp_path / "x.png")
+
+
+def test_gradient_flow_plot(tmp_path: Path) -> None:
+    curves = {"gru": np.geomspace(1.0, 0.5, 30), "rnn": np.geomspace(1.0, 1e-6, 20)}
+    save_gradient_flow_plot(curves, tmp_path / "flow.png")
+    assert (tmp_path / "flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["flow.png"]
+
+
+def test_metrics_plot_draws_what_is_logged(tmp_path: Path) -> None:
+    steps = np.arange(50)
+    logged = {"train_loss": (steps, 5.0 / (1 + steps)), "grad_norm": (steps, np.ones(50))}
+    flow = {"grad_flow/far_over_near": (steps[::10], np.full(5, 0.1))}
+    runs = {"a": logged, "b": {"val_bleu": (steps[::10], steps[::10] / 2.0)} | flow}
+    save_metrics_plot(runs, tmp_path / "five.png")  # with the gradient flow panel
+    save_metrics_plot({"a": logged}, tmp_path / "four.png")
+    assert png_height(tmp_path / "five.png") > png_height(tmp_path / "four.png")
+
+
+def test_labels_must_match_and_differ() -> None:
+    check_labels(["a", "b"], ["x", "y"], "runs")
+    with pytest.raises(UserError, match="1 --labels for 2 runs"):
+        check_labels(["a"], ["x", "y"], "runs")
+    with pytest.raises(UserError, match="must differ"):
+        check_labels(["a", "a"], ["x", "y"], "runs")

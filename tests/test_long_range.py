@@ -1,0 +1,72 @@
+"""benchmarks/long_range.py: its tasks, and a tiny grid end to end."""
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "long_range.py"
+
+
+@pytest.fixture(scope="module")
+def long_range() -> ModuleType:
+    """The benchmark as a module (benchmarks/ is not a package that pytest puts on the path)."""
+    spec = importlib.util.spec_from_file_location("long_range", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("task", "source", "target"),
+    [("copy", "3a1b0", "3a1b0"), ("reverse", "3a1b0", "0b1a3"), ("sort", "j3a1b0a", "013aabj")],
+)
+def test_tasks(long_range: ModuleType, task: str, source: str, target: str) -> None:
+    src = torch.tensor([long_range.from_text(source)])
+    assert long_range.to_text(long_range.TASKS[task](src)[0].tolist()) == target
+
+
+def test_pairs_are_seeded_and_in_the_vocabulary(long_range: ModuleType) -> None:
+    def sources(seed: int, stream: int) -> torch.Tensor:
+        src, tgt = long_range.make_pairs("sort", 7, 50, long_range.seeded(seed, stream))
+        assert src.shape == tgt.shape == (50, 7)
+        return src
+
+    src = sources(1, 0)
+    assert torch.equal(src, sources(1, 0))
+    assert not torch.equal(src, sources(2, 0)) and not torch.equal(src, sources(1, 1))
+    assert int(src.min()) >= long_range.FIRST and int(src.max()) < long_range.VOCAB
+
+
+def test_accuracy(long_range: ModuleType) -> None:
+    scores = long_range.accuracy([[4, 5, 6], [4, 5], [7]], [[4, 5, 6], [4, 6, 6], [7]])
+    assert scores == {"exact_match": 2 / 3, "token_accuracy": (3 + 1 + 1) / (3 + 3 + 1)}
+
+
+def test_tiny_grid(long_range: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--tasks", "reverse", "--lengths", "3", "5", "--cells", "lstm"]
+    argv += ["--attentions", "none", "luong", "--seeds", "1", "2", "--steps", "2"]
+    argv += ["--test-size", "6", "--batch-size", "4", "--output-dir", str(tmp_path)]
+    long_range.main(argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:4] == ["task", "length", "cell", "attention"]
+    assert len(lines) == 1 + 4 + 2  # header, 2 lengths x 2 attentions, summary, JSON
+    summary = json.loads(lines[-1])
+    assert summary["settings"]["steps"] == 2 and summary["settings"]["seeds"] == [1, 2]
+    assert len(summary["results"]) == 4
+    for result in summary["results"]:
+        assert 0 <= result["exact_match"] <= 1 and 0 <= result["token_accuracy"] <= 1
+        assert result["exact_match_sd"] is not None
+        assert [r["steps"] for r in result["per_seed"]] == [2, 2]
+        assert len(result["grad_by_distance"]) == result["length"]
+    assert (tmp_path / "gradient_flow.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quick_grid(long_range: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    long_range.main(["--quick", "--output-dir", str(tmp_path)])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(summary["results"]) == 2 * 3 * 3  # lengths x cells x attentions
