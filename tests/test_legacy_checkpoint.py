@@ -1,31 +1,61 @@
-"""A checkpoint written before the attention variants existed (tests/data, made at the
-commit its JSON names, when `attention: bahdanau` meant Luong's architecture with additive
-scores) loads as luong + additive and translates exactly as it did then."""
+"""A checkpoint written before the attention variants existed (when `attention: bahdanau`
+meant Luong's architecture with additive scores) loads as luong + additive and decodes
+exactly as it did then. The checkpoint is made here, in that old format, with weights drawn
+by `deterministic_state`; tests/data/legacy_luong_additive.json holds what the code of
+that time (commit 9f5182c) decoded with the same weights and sources."""
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
+from torch import Tensor
 
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.translator import Translator
+from seq2seq.model import build_model
+from seq2seq.search import beam_search, greedy_search
 
-DATA = Path(__file__).parent / "data"
-CHECKPOINT = DATA / "legacy_luong_additive.ckpt"
+THEN = json.loads((Path(__file__).parent / "data" / "legacy_luong_additive.json").read_text())
+LIMITS = {"max_len_a": 1.5, "max_len_b": 3}
 
 
-def test_old_bahdanau_reads_as_luong_with_additive_scores() -> None:
-    hparams = load_checkpoint(CHECKPOINT)["hyper_parameters"]
+def deterministic_state(shapes: dict[str, list[int]]) -> dict[str, Tensor]:
+    """The weights the old code decoded with: one seeded stream, in name order."""
+    gen = torch.Generator().manual_seed(20261201)
+    return {name: torch.randn(shape, generator=gen) * 0.6 for name, shape in sorted(shapes.items())}
+
+
+@pytest.fixture(scope="module")
+def old_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint in the old format: no `attention_score`, `attention: bahdanau`."""
+    path = tmp_path_factory.mktemp("legacy") / "old.ckpt"
+    state = {f"model.{k}": v for k, v in deterministic_state(THEN["shapes"]).items()}
+    checkpoint = {"hyper_parameters": THEN["hparams"], "state_dict": state}
+    torch.save(checkpoint | {"tokenizer": {"src": b"unused", "tgt": b"unused"}}, path)
+    return path
+
+
+def test_old_bahdanau_reads_as_luong_with_additive_scores(old_checkpoint: Path) -> None:
+    hparams = load_checkpoint(old_checkpoint)["hyper_parameters"]
     assert (hparams["attention"], hparams["attention_score"]) == ("luong", "additive")
 
 
-@pytest.mark.parametrize("beam_size", [1, 3])
-def test_old_checkpoint_translates_as_before(beam_size: int) -> None:
-    then = json.loads((DATA / "legacy_luong_additive.json").read_text(encoding="utf-8"))
-    translator = Translator.from_checkpoint(CHECKPOINT, device="cpu")
-    ranked = translator.translate_nbest(then["sources"], beam_size=beam_size)
-    now = [{"text": r[0].text, "tokens": r[0].tokens, "score": r[0].score} for r in ranked]
-    expected = then[f"beam{beam_size}"]
-    assert [n["tokens"] for n in now] == [e["tokens"] for e in expected]
-    assert [n["text"] for n in now] == [e["text"] for e in expected]
-    assert [n["score"] for n in now] == pytest.approx([e["score"] for e in expected], abs=1e-6)
+def test_old_checkpoint_decodes_as_before(old_checkpoint: Path) -> None:
+    checkpoint = load_checkpoint(old_checkpoint)
+    model = build_model(checkpoint["hyper_parameters"]).eval()
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    )
+    src, src_lengths = torch.tensor(THEN["src"]), torch.tensor(THEN["src_lengths"])
+    with torch.inference_mode():
+        greedy = greedy_search(model, src, src_lengths, **LIMITS)
+        beam = beam_search(model, src, src_lengths, beam_size=3, nbest=2, **LIMITS)
+    assert [h.tokens for h in greedy] == [h["tokens"] for h in THEN["greedy"]]
+    assert [h.score for h in greedy] == pytest.approx(
+        [h["score"] for h in THEN["greedy"]], abs=1e-6
+    )
+    found = [[(h.tokens, h.score) for h in hs] for hs in beam]
+    expected = [
+        [(h["tokens"], pytest.approx(h["score"], abs=1e-6)) for h in hs] for hs in THEN["beam3"]
+    ]
+    assert found == expected
