@@ -74,7 +74,7 @@ def save_metrics_plot(runs: Mapping[str, Mapping[str, Series]], path: Path) -> N
     rows = (len(panels) + 1) // 2
     height = 3.4 * rows
     figure = _figure(11.0, height)
-    grid = figure.subplots(rows, 2, squeeze=False).flatten()
+    grid = figure.subplots(rows, 2, squeeze=False, sharex=True).flatten()  # steps align
     for axes, (title, metrics, scale) in zip(grid, panels, strict=False):
         _draw_panel(axes, runs, metrics, scale)
         axes.set_title(title, fontsize=10)
@@ -112,9 +112,9 @@ def _draw_panel(
         axes.grid(True, alpha=0.3)
     else:
         axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes)
-        axes.set_xticks([])
-        axes.set_yticks([])
+        axes.set_axis_off()
     axes.set_xlabel("step")
+    axes.xaxis.set_tick_params(labelbottom=True)  # on every panel, not only the bottom row
 
 
 def _figure(width: float, height: float) -> "Figure":
