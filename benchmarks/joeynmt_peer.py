@@ -36,8 +36,10 @@ from benchmarks.common import (
     write_lines,
 )
 from seq2seq.batching import TokenBatchSampler, example_cost
+from seq2seq.decoder import DEFAULT_SCORE
 
 JOEY_VENV = REPO / ".cache" / "bench" / "joeynmt-venv"  # shared by the benchmarks
+JOEY_SCORES = {"additive": "bahdanau", "general": "luong"}  # ours -> its `attention`
 JOEY_PACKAGES = ["torch==2.13.0", "joeynmt==2.3.0", "sentencepiece==0.2.0", "importlib_metadata"]
 PLATEAU_VERBOSE = '            "verbose": False,\n'  # in 2.3.0's builders.build_scheduler
 VALIDATION_FREQ = 400  # updates between validations: about 6 in 30 minutes at 2,000 tokens
@@ -236,7 +238,7 @@ def _config(
     rnn |= {"embeddings": {"embedding_dim": hp["embed_dim"]}, "dropout": hp["dropout"]}
     encoder = {**rnn, "num_layers": hp["encoder_layers"], "bidirectional": hp["bidirectional"]}
     decoder = {**rnn, "num_layers": hp["decoder_layers"], "hidden_dropout": hp["dropout"]}
-    decoder |= {"attention": hp["attention"], "input_feeding": True, "init_hidden": "bridge"}
+    decoder |= {"attention": joey_attention(hp), "input_feeding": True, "init_hidden": "bridge"}
     return {
         "name": "bench",
         "model_dir": str(work / "joeynmt" / "model"),
@@ -246,6 +248,19 @@ def _config(
         "testing": testing,
         "model": {**init, "encoder": encoder, "decoder": decoder},
     }
+
+
+def joey_attention(hp: dict) -> str:
+    """JoeyNMT's name for our attention. Its recurrent decoder is Luong et al.'s (the new
+    state queries, input feeding), ours `luong`; its `bahdanau` scores it additively, its
+    `luong` bilinearly (our `general`). It has neither RNNsearch nor a fixed context."""
+    score = hp.get("attention_score") or DEFAULT_SCORE.get(hp["attention"])
+    if hp["attention"] != "luong" or score not in JOEY_SCORES:
+        raise SystemExit(
+            f"JoeyNMT has no equivalent of --model.attention {hp['attention']} with "
+            f"{score} scores (only luong with additive or general)"
+        )
+    return JOEY_SCORES[score]
 
 
 def train_joeynmt(
