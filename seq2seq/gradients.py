@@ -234,7 +234,7 @@ class GradientFlow(Callback):
     It measures on fixed validation batches, the same at every step, so that the values
     form a curve over training: the last `batches` batches of the validation loader
     (the longest sources, as it sorts by length). Global rank 0 measures and logs, at
-    steps 0, N, 2N, ... counted as `grad_norm`'s (before the optimizer step).
+    steps 0, N, 2N, ..., each the step whose gradients it measures, as `grad_norm`'s.
 
     Usage: `--trainer.callbacks+=seq2seq.gradients.GradientFlow
     --trainer.callbacks.every_n_steps 200`; `pl_module` is a `TranslationModule`.

@@ -200,7 +200,8 @@ class TranslationModule(LightningModule):
         self._log_evaluation("test")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        # Lightning writes step s's logs when (s + 1) % log_every_n_steps == 0.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             norm = torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(g) for g in grads])

@@ -3,6 +3,7 @@
 Their handling of bad input is tested in `test_bad_input.py`.
 """
 
+import csv
 import json
 import logging
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from seq2seq.cli.evaluate import main as evaluate_main
 from seq2seq.cli.train import fit_and_test
 from seq2seq.cli.translate import main as translate_main
 from seq2seq.errors import UserError
+from seq2seq.system import TranslationModule
 from seq2seq.translator import Translator
 
 
@@ -73,6 +75,31 @@ def test_training_writes_checkpoints_and_logs(trained: Path) -> None:
     ):
         assert name in header
     assert list(trained.glob("**/spm.*model")), "SentencePiece model not written into the run"
+
+
+def test_grad_norm_is_logged_at_the_step_it_was_measured(
+    tmp_path: Path, train_args: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With log_every_n_steps 3, the rows Lightning writes (steps 2 and 5) carry those
+    steps' own gradient norms (before clipping), not an earlier step's."""
+    norms: dict[int, float] = {}
+    hook = TranslationModule.on_before_optimizer_step
+
+    def record(module: TranslationModule, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
+        norms[module.global_step] = torch.cat(grads).norm().item()
+        hook(module, optimizer)
+
+    monkeypatch.setattr(TranslationModule, "on_before_optimizer_step", record)
+    limits = ["--trainer.max_steps", "6", "--trainer.log_every_n_steps", "3"]
+    limits += ["--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
+    fit_and_test(train_args(tmp_path, *limits))
+    with open(next(tmp_path.glob("**/metrics.csv")), newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["grad_norm"]]
+    logged = {int(row["step"]): float(row["grad_norm"]) for row in rows}
+    assert sorted(logged) == [2, 5]
+    for step, value in logged.items():
+        assert value == pytest.approx(norms[step], rel=1e-5)
 
 
 def test_checkpoint_holds_everything_for_translation(trained: Path) -> None:
