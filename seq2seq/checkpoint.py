@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from seq2seq.decoder import DEFAULT_SCORE
-from seq2seq.ema import TRAINING_WEIGHTS
 from seq2seq.errors import UserError, first_line
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+
+TRAINING_WEIGHTS = "training_state_dict"  # checkpoint key of the weights training goes on from
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

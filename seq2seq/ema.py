@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
+from seq2seq.checkpoint import TRAINING_WEIGHTS
 from seq2seq.errors import UserError
 
-TRAINING_WEIGHTS = "training_state_dict"  # checkpoint key of the weights training goes on from
 Weights = dict[str, Tensor]
 
 

@@ -92,6 +92,27 @@ def test_stdin_to_stdout(checkpoint: str) -> None:
     assert len(outputs) == 4 and outputs[1] == "" and outputs[0] and outputs[2]
 
 
+def test_translating_loads_no_training_libraries(checkpoint: str) -> None:
+    """Start-up time: translating imports neither Lightning nor the data or plotting stack."""
+    heavy = ("lightning", "datasets", "pyarrow", "pandas", "matplotlib", "sacrebleu")
+    code = (
+        "import sys\n"
+        "from seq2seq.cli.translate import main\n"
+        f"main(['--checkpoint', {checkpoint!r}, '--greedy'])\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input="einundzwanzig\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "no translation written"
+    assert result.stderr.splitlines()[-1] == "[]"
+
+
 def test_nbest_text_and_jsonl(checkpoint: str, tiny_corpus: Path, tmp_path: Path) -> None:
     source = tmp_path / "src.de"
     source.write_text("\n".join((tiny_corpus / "test.de").read_text().splitlines()[:8]) + "\n\n")
