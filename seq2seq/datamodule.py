@@ -9,14 +9,8 @@ torchrun, SLURM or DDP, SentencePiece is trained by global rank 0 alone; the
 other processes wait for its model in the cache (shared by all processes).
 """
 
-import hashlib
-import json
 import logging
-import shutil
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -26,10 +20,10 @@ import numpy as np
 import pyarrow.compute as pc
 import torch.distributed
 from lightning import LightningDataModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from seq2seq.batching import ResumableLoader, TokenBatchSampler, collate, example_cost
+from seq2seq.cache import MARKER, cache_key, global_rank, is_complete, staging, wait_for_file
 from seq2seq.corpus import FileCorpus, HFCorpus, tokenize_corpus
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -38,19 +32,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the layout of cached datasets changes
 SPM_WAIT_SECONDS = 4 * 3600  # how long other ranks wait for rank 0's SentencePiece model
-MARKER = "complete"
 SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
-
-
-def _key(*parts: object) -> str:
-    """A short hash of JSON-serializable parts."""
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def _complete(path: Path) -> bool:
-    return (path / MARKER).is_file()
 
 
 def _no_distributed_sampler(trainer: Trainer) -> None:
@@ -60,51 +44,6 @@ def _no_distributed_sampler(trainer: Trainer) -> None:
     connector = getattr(trainer, "_accelerator_connector", None)
     if hasattr(connector, "use_distributed_sampler"):
         connector.use_distributed_sampler = False
-
-
-def global_rank() -> int:
-    """This process's global rank: from the process group, else as Lightning reads it from
-    the launcher's environment (RANK, SLURM_PROCID, ...) before the group exists."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return rank_zero_only.rank
-
-
-def wait_for_file(path: Path, what: str, timeout: float) -> None:
-    """Wait for another process (global rank 0) to write `path`."""
-    if path.exists():
-        return
-    log.info("rank %d: waiting for rank 0's %s at %s", global_rank(), what, path.parent)
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise UserError(
-                f"rank 0 did not write its {what} at {path.parent} within {timeout:.0f} s: do "
-                "all processes see the same files (corpus, --data.cache_dir)?"
-            )
-        time.sleep(0.5)
-
-
-@contextmanager
-def _staging(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder; when the block succeeds, rename it to `final`.
-
-    If another process published a complete `final` meanwhile, that one wins.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        (tmp / MARKER).touch()
-        if final.exists() and not _complete(final):
-            shutil.rmtree(final)  # left over from an interrupted copy
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not _complete(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def dataset_costs(data: datasets.Dataset, max_src_len: int | None = None) -> np.ndarray:
@@ -250,7 +189,7 @@ class TranslationDataModule(LightningDataModule):
         for split in SPLITS:
             if self._configured(split):
                 path = self._cache_path(split)
-                if _complete(path):
+                if is_complete(path):
                     log.info("reusing cached %s dataset at %s", split, path)
                 else:
                     self._build(split, path)
@@ -300,11 +239,11 @@ class TranslationDataModule(LightningDataModule):
         corpus = self._corpus("train")
         langs, size = [self.src_lang, self.tgt_lang], self.spm_input_sentence_size
         settings = [self.vocab_size, self.spm_type, self.joint_vocab, langs, size]
-        key = _key("spm", FORMAT_VERSION, corpus.fingerprint, settings)
+        key = cache_key("spm", FORMAT_VERSION, corpus.fingerprint, settings)
         path = self.cache_dir / f"spm-{key}"
         if global_rank() > 0:  # rank 0 trains it, the others load what it saves
             wait_for_file(path / MARKER, "SentencePiece model", SPM_WAIT_SECONDS)
-        if _complete(path):
+        if is_complete(path):
             log.info("reusing cached SentencePiece model at %s", path)
             return Tokenizer.load_dir(path)
         log.info(
@@ -318,7 +257,7 @@ class TranslationDataModule(LightningDataModule):
             joint=self.joint_vocab,
             input_sentence_size=self.spm_input_sentence_size,
         )
-        with _staging(path) as tmp:
+        with staging(path) as tmp:
             tokenizer.save(tmp)
         log.info("saved SentencePiece model to %s", path)
         return tokenizer
@@ -326,14 +265,15 @@ class TranslationDataModule(LightningDataModule):
     def _cache_path(self, split: str) -> Path:
         max_len = self.max_len if split == "train" else None
         corpus = self._corpus(split)
-        key = _key("data", FORMAT_VERSION, corpus.fingerprint, self.tokenizer.fingerprint, max_len)
+        fingerprints = corpus.fingerprint, self.tokenizer.fingerprint
+        key = cache_key("data", FORMAT_VERSION, *fingerprints, max_len)
         return self.cache_dir / f"data-{split}-{key}"
 
     def _dataset(self, split: str) -> datasets.Dataset:
         """The tokenized split, memory-mapped from its cache (built first if missing)."""
         if split not in self._datasets:
             path = self._cache_path(split)
-            if not _complete(path):
+            if not is_complete(path):
                 self._build(split, path)
             self._datasets[split] = datasets.load_from_disk(str(path))
         return self._datasets[split]
@@ -344,7 +284,7 @@ class TranslationDataModule(LightningDataModule):
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with (
             tempfile.TemporaryDirectory(prefix=".work-", dir=self.cache_dir) as work,
-            _staging(path) as out,
+            staging(path) as out,
         ):
             max_len = self.max_len if split == "train" else None
             data = tokenize_corpus(corpus, self.tokenizer, Path(work), max_len, self.num_proc)

@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 
+from seq2seq import cache as cache_module
 from seq2seq import datamodule as datamodule_module
 from seq2seq.datamodule import TranslationDataModule, _no_distributed_sampler
 from seq2seq.errors import UserError
@@ -267,11 +268,11 @@ def test_other_ranks_load_rank_zeros_sentencepiece_model(
     """Before the process group exists (as when the CLI builds the data module under
     torchrun), a process of rank > 0 never trains SentencePiece: it waits for rank 0's."""
     settings = {"train": str(corpus / "train"), "vocab_size": 60, "cache_dir": str(tmp_path)}
-    monkeypatch.setattr(datamodule_module.rank_zero_only, "rank", 1)
+    monkeypatch.setattr(cache_module.rank_zero_only, "rank", 1)
     monkeypatch.setattr(datamodule_module, "SPM_WAIT_SECONDS", 1.0)
     with pytest.raises(UserError, match="rank 0 did not write its SentencePiece model"):
         _ = TranslationDataModule(**settings).tokenizer
-    monkeypatch.setattr(datamodule_module.rank_zero_only, "rank", 0)
+    monkeypatch.setattr(cache_module.rank_zero_only, "rank", 0)
     trained = TranslationDataModule(**settings).tokenizer
-    monkeypatch.setattr(datamodule_module.rank_zero_only, "rank", 1)
+    monkeypatch.setattr(cache_module.rank_zero_only, "rank", 1)
     assert TranslationDataModule(**settings).tokenizer.to_dict() == trained.to_dict()

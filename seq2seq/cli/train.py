@@ -11,6 +11,7 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from seq2seq.cache import global_rank, wait_for_file
 from seq2seq.checkpoint import (
     check_architecture,
     check_resumable,
@@ -20,7 +21,7 @@ from seq2seq.checkpoint import (
     unpack_tokenizer,
 )
 from seq2seq.corpus import resolve_corpus_file
-from seq2seq.datamodule import SPLITS, TranslationDataModule, global_rank, wait_for_file
+from seq2seq.datamodule import SPLITS, TranslationDataModule
 from seq2seq.demo import STAMP, write_demo_corpus
 from seq2seq.errors import UserError, exit_on_user_error
 from seq2seq.system import TranslationModule
