@@ -1,14 +1,21 @@
-"""What every benchmark here shares: the repository, text files, and measured child processes."""
+"""What every benchmark here shares: the repository, text files, measured child processes,
+runs kept between invocations."""
 
+import argparse
 import gzip
+import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import sacrebleu
 
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -27,6 +34,16 @@ def read_lines(path: Path, limit: int | None = None) -> list[str]:
 
 def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def write_test_set(work: Path, data_dir: Path) -> tuple[Path, list[str]]:
+    """test_2016_flickr's German side written to `work/data/test.de`; -> that file and the
+    English references."""
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    test = data_dir / "test_2016_flickr"
+    src = work / "data" / "test.de"
+    write_lines(src, read_lines(Path(f"{test}.de.gz")))
+    return src, read_lines(Path(f"{test}.en.gz"))
 
 
 def child_env(threads: int, *, ours: bool) -> dict[str, str]:
@@ -101,3 +118,35 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def saved_or_new(run: Path, args: argparse.Namespace, make: Callable[[], dict]) -> dict:
+    """The figures that a former invocation saved in `run` for as many minutes (its code
+    named in them), unless `--retrain`; else `make()`'s, saved there. So the comparison can
+    be made in pieces: `--seeds 1`, then `--seeds 1 2 3` trains only seeds 2 and 3."""
+    saved = run / "result.json"
+    if saved.exists() and not args.retrain:
+        result = json.loads(saved.read_text())
+        if result["minutes"] == args.minutes:
+            log(f"{run.name}: reusing its run of {args.minutes:g} minutes (code {result['code']})")
+            return result
+    result = make() | {"minutes": args.minutes, "code": args.code}
+    saved.write_text(json.dumps(result, default=str))
+    return result
+
+
+def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
+    hyps = read_lines(hyp_file)
+    assert len(hyps) == len(refs), f"{hyp_file}: {len(hyps)} lines for {len(refs)} references"
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    return {
+        "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
+        "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
+
+
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None

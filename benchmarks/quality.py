@@ -37,13 +37,11 @@ import re
 import shutil
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sacrebleu
 import sentencepiece as spm
 import torch
 
@@ -54,11 +52,13 @@ from benchmarks.common import (
     child_env,
     git_state,
     log,
+    mean_sd,
     print_table,
-    read_lines,
     run_measured,
+    saved_or_new,
+    score,
     train_ours,
-    write_lines,
+    write_test_set,
 )
 from benchmarks.joeynmt_peer import (
     corpus_lengths,
@@ -75,6 +75,7 @@ from benchmarks.joeynmt_peer import (
     validation_bleu,
     write_joeynmt_data,
 )
+from seq2seq.checkpoint import run_checkpoints
 
 CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 BEAM = 5
@@ -119,33 +120,24 @@ def batch_label(batch: tuple[int, str]) -> str:
     return f"{batch[0]}{'sent' if batch[1] == 'sentence' else 'tok'}"
 
 
-def saved_or_new(run: Path, args: argparse.Namespace, make: Callable[[], dict]) -> dict:
-    """The figures that a former invocation saved in `run` for as many minutes (its code
-    named in them), unless `--retrain`; else `make()`'s, saved there. So the comparison can
-    be made in pieces: `--seeds 1`, then `--seeds 1 2 3` trains only seeds 2 and 3."""
-    saved = run / "result.json"
-    if saved.exists() and not args.retrain:
-        result = json.loads(saved.read_text())
-        if result["minutes"] == args.minutes:
-            log(f"{run.name}: reusing its run of {args.minutes:g} minutes (code {result['code']})")
-            return result
-    result = make() | {"minutes": args.minutes, "code": args.code}
-    saved.write_text(json.dumps(result, default=str))
-    return result
+def train_and_decode_ours(
+    work: Path, src: Path, seed: int, args: argparse.Namespace, side: str = "ours", extra=()
+) -> dict:
+    """Ours trained with `seed` (and the `extra` options, as `side`), its best checkpoint
+    decoding `src` with beam 5."""
+    run = work / "runs" / f"{side}-seed{seed}"
+    train = _train_and_decode_ours
+    return saved_or_new(run, args, lambda: train(run, src, seed, args, side, extra))
 
 
-def train_and_decode_ours(work: Path, src: Path, seed: int, args: argparse.Namespace) -> dict:
-    """Ours trained with `seed`, its best checkpoint decoding `src` with beam 5."""
-    run = work / "runs" / f"ours-seed{seed}"
-    return saved_or_new(run, args, lambda: _train_and_decode_ours(run, src, seed, args))
-
-
-def _train_and_decode_ours(run: Path, src: Path, seed: int, args: argparse.Namespace) -> dict:
+def _train_and_decode_ours(
+    run: Path, src: Path, seed: int, args: argparse.Namespace, side: str, extra
+) -> dict:
     data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
     overrides = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
-    trained = train_ours(run, CONFIG, args.minutes, overrides)
-    bests = sorted((run / "checkpoints").glob("best-*.ckpt"))
-    best = bests[-1] if bests else trained["checkpoint"]  # not validated yet: the last
+    trained = train_ours(run, CONFIG, args.minutes, [*overrides, *extra])
+    bests = list((run / "checkpoints").glob("best-*.ckpt"))
+    best = run_checkpoints(run / "checkpoints", 1, None)[0] if bests else trained["checkpoint"]
     val_bleu = re.search(r"-bleu([\d.]+)\.ckpt$", best.name)
     last = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
     cmd = [sys.executable, "scripts/translate.py", "--checkpoint", best, "--input", src]
@@ -153,7 +145,7 @@ def _train_and_decode_ours(run: Path, src: Path, seed: int, args: argparse.Names
     log(f"decoding test with ours ({best.name}), beam {BEAM}")
     run_measured(cmd, run / "translate.log", env=child_env(args.threads, ours=True))
     return {
-        "side": "ours",
+        "side": side,
         "config": CONFIG.stem,
         "seed": seed,
         "updates": last["global_step"],
@@ -269,18 +261,6 @@ def joeynmt_configs(
     return configs
 
 
-def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
-    hyps = read_lines(hyp_file)
-    assert len(hyps) == len(refs), f"{hyp_file}: {len(hyps)} lines for {len(refs)} references"
-    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
-    return {
-        "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
-        "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
-
-
 def scored(run: dict, refs: list[str], figures: dict) -> dict:
     """`run` with the BLEU and chrF of its hypotheses; their signatures go to `figures`."""
     scores = score(Path(run.pop("hyp")), refs)
@@ -289,11 +269,6 @@ def scored(run: dict, refs: list[str], figures: dict) -> dict:
     name = f"{run['side']} {run['config']} seed {run['seed']}"
     log(f"{name}: {run['updates']} updates, test BLEU {scores['bleu']}, chrF {scores['chrf']}")
     return run | scores
-
-
-def mean_sd(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def summarize(runs: list[dict]) -> dict[str, dict]:
@@ -410,11 +385,7 @@ def main() -> None:
     args = parse_args()
     args.code = git_state()  # the code that runs, before any edit meanwhile
     work = args.work_dir.resolve()
-    (work / "data").mkdir(parents=True, exist_ok=True)
-    test = args.data_dir / "test_2016_flickr"
-    src = work / "data" / "test.de"
-    write_lines(src, read_lines(Path(f"{test}.de.gz")))
-    refs = read_lines(Path(f"{test}.en.gz"))
+    src, refs = write_test_set(work, args.data_dir)
     figures: dict[str, Any] = {"minutes": args.minutes, "seeds": args.seeds, "beam": BEAM}
     runs = [train_and_decode_ours(work, src, seed, args) for seed in args.seeds]
     shared = load_shared(work, runs[0]["checkpoint"], args.data_dir)

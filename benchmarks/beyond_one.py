@@ -1,0 +1,261 @@
+"""Beyond one model on Multi30k de→en: checkpoint averaging, EMA, a 3-seed ensemble.
+
+    python benchmarks/beyond_one.py --seeds 1 2 3          # 6 runs of 45 minutes, then decoding
+    python benchmarks/beyond_one.py --seeds 1 --no-ema     # a piece: seed 1's plain run only
+
+Per seed S, configs/multi30k_best.yaml trains as it is (its 45-minute budget, plateau
+schedule, early stopping) with `--seed_everything S --data.seed S` and
+`--checkpoint.save_top_k K` (`plain-seedS`), and the same with `--model.ema_decay D`
+(`ema-seedS`; equal time: the average's cost is inside its budget). Decoding
+test_2016_flickr with beam 5, sacrebleu on the detokenized, cased output:
+
+- single: each plain run's best checkpoint by validation BLEU;
+- average: the mean weights of each plain run's K best (scripts/average_checkpoints.py);
+- ema: each EMA run's best checkpoint;
+- ensemble: the plain runs' best checkpoints decoded together (mean of log-probabilities),
+  with its decoding time over the mean of the singles'.
+
+Each decoding runs in a fresh process, timed from its first sentence to its last. Runs
+finished by a former invocation (as many minutes) are kept in `--work-dir` and reused,
+so the measurement can be made in pieces. Output: a table of every decoding, a summary
+(mean ± sd per kind, paired differences with single), the ensemble against its targets,
+then one JSON line.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import (
+    MULTI30K,
+    REPO,
+    child_env,
+    git_state,
+    log,
+    mean_sd,
+    print_table,
+    read_lines,
+    run_measured,
+    saved_or_new,
+    score,
+    train_ours,
+    write_lines,
+    write_test_set,
+)
+from seq2seq.checkpoint import run_checkpoints
+
+CONFIG = REPO / "configs" / "multi30k_best.yaml"
+BEAM = 5
+ENSEMBLE_GAIN, ENSEMBLE_BLEU, ENSEMBLE_SLOWDOWN = 1.5, 41.0, 3.3  # the targets
+
+
+def train_run(work: Path, kind: str, seed: int, args: argparse.Namespace) -> dict:
+    """A `kind` ("plain" or "ema") run of `seed`, trained or kept from a former invocation."""
+    run = work / "runs" / f"{kind}-seed{seed}"
+
+    def make() -> dict:
+        data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
+        overrides = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
+        overrides += ["--checkpoint.save_top_k", args.top_k]
+        if kind == "ema":
+            overrides += ["--model.ema_decay", args.ema_decay]
+        trained = train_ours(run, CONFIG, args.minutes, overrides)
+        last = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
+        return {
+            "kind": kind,
+            "seed": seed,
+            "updates": last["global_step"],
+            "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
+            "others_cpu_s": trained["others_cpu_s"],
+            "checkpoints": str(run / "checkpoints"),
+        }
+
+    return saved_or_new(run, args, make)
+
+
+def averaged(run: dict, args: argparse.Namespace) -> Path:
+    """The mean weights of `run`'s `--top-k` best checkpoints, written beside them."""
+    checkpoints = Path(run["checkpoints"])
+    output = checkpoints.parent / f"average-best{args.top_k}.ckpt"
+    cmd = [sys.executable, "scripts/average_checkpoints.py", "--run-dir", checkpoints]
+    cmd += ["--best", args.top_k, "--output", output]
+    run_measured(cmd, checkpoints.parent / "average.log", env=child_env(args.threads, ours=True))
+    return output
+
+
+def decode_child(src: str, hyp: str, beam: str, *checkpoints: str) -> None:
+    """In a fresh process: translate `src` into `hyp` with one model or an ensemble; print
+    the decoding seconds as JSON."""
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_checkpoints(checkpoints, device="cpu")
+    sentences = read_lines(Path(src))
+    start = time.perf_counter()
+    hyps = translator.translate(sentences, beam_size=int(beam))
+    seconds = time.perf_counter() - start
+    write_lines(Path(hyp), hyps)
+    print(json.dumps({"decode_s": seconds}))
+
+
+def decoded(
+    name: str, checkpoints: list[Path], work: Path, src: Path, refs: list[str], args
+) -> dict:
+    """Test BLEU, chrF and decoding seconds of `checkpoints` (one, or an ensemble)."""
+    out = work / "decode" / name
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"decoding test with {name} ({len(checkpoints)} model(s)), beam {BEAM}")
+    cmd = [sys.executable, __file__, "_decode", src, out / "hyp.en", BEAM, *checkpoints]
+    env = child_env(args.threads, ours=True)
+    run_measured(cmd, out / "stderr.log", stdout=out / "result.json", env=env)
+    seconds = json.loads((out / "result.json").read_text())["decode_s"]
+    scores = score(out / "hyp.en", refs)
+    log(f"{name}: test BLEU {scores['bleu']}, chrF {scores['chrf']}, {seconds:.1f} s")
+    result = {"name": name, "models": [str(c) for c in checkpoints], "decode_s": round(seconds, 2)}
+    return result | scores
+
+
+def summarize(decodings: list[dict]) -> dict[str, Any]:
+    """Per kind, BLEU and chrF mean and sd; each kind's paired BLEU difference with single."""
+    by_kind: dict[str, list[dict]] = {}
+    for d in decodings:
+        by_kind.setdefault(d["kind"], []).append(d)
+    summary: dict[str, Any] = {}
+    single = {d["seed"]: d["bleu"] for d in by_kind.get("single", [])}
+    for kind, mine in by_kind.items():
+        figures: dict[str, Any] = {"decodings": len(mine)}
+        for key in ("bleu", "chrf"):
+            mean, sd = mean_sd([d[key] for d in mine])
+            figures |= {f"{key}_mean": round(mean, 2), f"{key}_sd": sd and round(sd, 2)}
+        paired = [d["bleu"] - single[d["seed"]] for d in mine if d["seed"] in single]
+        if kind not in ("single", "ensemble") and paired:
+            mean, sd = mean_sd(paired)
+            figures |= {"minus_single_mean": round(mean, 2), "minus_single_sd": sd and round(sd, 2)}
+        summary[kind] = figures
+    return summary
+
+
+def ensemble_verdict(summary: dict[str, Any], decodings: list[dict]) -> dict[str, Any]:
+    """The ensemble against its targets: BLEU over the singles' mean, BLEU, slowdown."""
+    ensemble = next(d for d in decodings if d["kind"] == "ensemble")
+    singles = [d for d in decodings if d["kind"] == "single"]
+    gain = ensemble["bleu"] - summary["single"]["bleu_mean"]
+    slowdown = ensemble["decode_s"] / statistics.mean(d["decode_s"] for d in singles)
+    return {
+        "gain": round(gain, 2),
+        "slowdown": round(slowdown, 2),
+        "gain_met": gain >= ENSEMBLE_GAIN,
+        "bleu_met": ensemble["bleu"] >= ENSEMBLE_BLEU,
+        "slowdown_met": slowdown <= ENSEMBLE_SLOWDOWN,
+    }
+
+
+def report(trained: list[dict], decodings: list[dict], figures: dict[str, Any]) -> None:
+    """The tables and verdicts; then one JSON line."""
+    print_table(["run", "updates", "train s", "others CPU s", "code"], list(map(_run_row, trained)))
+    print()
+    header = ["decoding", "kind", "seed", "test BLEU", "chrF", "decode s"]
+    print_table(header, list(map(_decoding_row, decodings)))
+    summary = summarize(decodings)
+    print()
+    header = ["kind", "n", "test BLEU", "chrF", "BLEU - single (paired)"]
+    print_table(header, [_summary_row(kind, s) for kind, s in summary.items()])
+    figures |= {"trained": trained, "decodings": decodings, "summary": summary}
+    if "ensemble" in summary and "single" in summary:
+        verdict = ensemble_verdict(summary, decodings)
+        print(
+            f"ensemble - single mean: {verdict['gain']:+.2f} BLEU (target +{ENSEMBLE_GAIN}: "
+            f"{_met(verdict['gain_met'])}); ensemble BLEU >= {ENSEMBLE_BLEU}: "
+            f"{_met(verdict['bleu_met'])}; decoding time x{verdict['slowdown']:.2f} one "
+            f"model's (target <= {ENSEMBLE_SLOWDOWN}: {_met(verdict['slowdown_met'])})"
+        )
+        figures["ensemble"] = verdict
+    print(f"BLEU signature: {figures['bleu_signature']}")
+    print(json.dumps(figures, default=str))
+
+
+def _run_row(t: dict) -> list[str]:
+    name = f"{t['kind']}-seed{t['seed']}"
+    return [name, str(t["updates"]), f"{t['train_s']:.0f}", f"{t['others_cpu_s']:.0f}", t["code"]]
+
+
+def _decoding_row(d: dict) -> list[str]:
+    seed = "-" if d["seed"] is None else str(d["seed"])
+    scores = [f"{d['bleu']:.2f}", f"{d['chrf']:.2f}", f"{d['decode_s']:.1f}"]
+    return [d["name"], d["kind"], seed, *scores]
+
+
+def _summary_row(kind: str, s: dict) -> list[str]:
+    paired = "-"
+    if "minus_single_mean" in s:
+        paired = _mean_sd_text(s["minus_single_mean"], s["minus_single_sd"], signed=True)
+    bleu = _mean_sd_text(s["bleu_mean"], s["bleu_sd"])
+    return [kind, str(s["decodings"]), bleu, _mean_sd_text(s["chrf_mean"], s["chrf_sd"]), paired]
+
+
+def _mean_sd_text(mean: float, sd: float | None, signed: bool = False) -> str:
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if sd is None else f"{text} ± {sd:.2f}"
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--minutes", type=float, default=45.0, help="training time of each run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run per seed")
+    p.add_argument("--top-k", type=int, default=5, help="checkpoints kept and averaged")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="--model.ema_decay")
+    p.add_argument("--no-ema", action="store_true", help="train and decode plain runs only")
+    p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "beyond-one")
+    p.add_argument("--data-dir", type=Path, default=MULTI30K)
+    p.add_argument("--threads", type=int, default=2, help="threads for decoding")
+    p.add_argument(
+        "--retrain", action="store_true", help="train every run anew (by default kept runs)"
+    )
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    args.code = git_state()  # the code that runs, before any edit meanwhile
+    work = args.work_dir.resolve()
+    src, refs = write_test_set(work, args.data_dir)
+    kinds = ["plain"] if args.no_ema else ["plain", "ema"]
+    trained = [train_run(work, kind, seed, args) for seed in args.seeds for kind in kinds]
+    decodings, bests = [], []
+    for run in trained:
+        kind, seed = run["kind"], run["seed"]
+        best = run_checkpoints(Path(run["checkpoints"]), 1, None)[0]
+        single = "single" if kind == "plain" else "ema"
+        decodings.append(decoded(f"{single}-seed{seed}", [best], work, src, refs, args))
+        decodings[-1] |= {"kind": single, "seed": seed}
+        if kind == "plain":
+            bests.append(best)
+            name = f"average{args.top_k}-seed{seed}"
+            decodings.append(decoded(name, [averaged(run, args)], work, src, refs, args))
+            decodings[-1] |= {"kind": "average", "seed": seed}
+    if len(bests) > 1:
+        decodings.append(decoded("ensemble", bests, work, src, refs, args))
+        decodings[-1] |= {"kind": "ensemble", "seed": None}
+    signature = decodings[0]["bleu_signature"]
+    for d in decodings:
+        del d["bleu_signature"], d["chrf_signature"]
+    figures = {"minutes": args.minutes, "seeds": args.seeds, "beam": BEAM, "top_k": args.top_k}
+    figures |= {"ema_decay": None if args.no_ema else args.ema_decay, "code": args.code}
+    report(trained, decodings, figures | {"bleu_signature": signature})
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_decode"]:
+        decode_child(*sys.argv[2:])
+    else:
+        main()
