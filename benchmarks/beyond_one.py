@@ -26,7 +26,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,11 @@ from benchmarks.common import (
     log,
     mean_sd,
     print_table,
-    read_lines,
     run_measured,
     saved_or_new,
     score,
     train_ours,
-    write_lines,
+    translate_timed,
     write_test_set,
 )
 from seq2seq.checkpoint import run_checkpoints
@@ -88,20 +86,6 @@ def averaged(run: dict, args: argparse.Namespace) -> Path:
     cmd += ["--best", args.top_k, "--output", output]
     run_measured(cmd, checkpoints.parent / "average.log", env=child_env(args.threads, ours=True))
     return output
-
-
-def decode_child(src: str, hyp: str, beam: str, *checkpoints: str) -> None:
-    """In a fresh process: translate `src` into `hyp` with one model or an ensemble; print
-    the decoding seconds as JSON."""
-    from seq2seq.translator import Translator
-
-    translator = Translator.from_checkpoints(checkpoints, device="cpu")
-    sentences = read_lines(Path(src))
-    start = time.perf_counter()
-    hyps = translator.translate(sentences, beam_size=int(beam))
-    seconds = time.perf_counter() - start
-    write_lines(Path(hyp), hyps)
-    print(json.dumps({"decode_s": seconds}))
 
 
 def decoded(
@@ -256,6 +240,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_decode"]:
-        decode_child(*sys.argv[2:])
+        src, hyp, beam, *checkpoints = sys.argv[2:]
+        translate_timed(checkpoints, src, hyp, beam_size=int(beam))
     else:
         main()

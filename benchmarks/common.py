@@ -46,6 +46,20 @@ def write_test_set(work: Path, data_dir: Path) -> tuple[Path, list[str]]:
     return src, read_lines(Path(f"{test}.en.gz"))
 
 
+def translate_timed(checkpoints: list[str], src: str, hyp: str, **options: Any) -> None:
+    """A benchmark's child process: translate `src` into `hyp` on the CPU with one model or
+    an ensemble (`Translator.translate`'s `options`); print the decoding seconds as JSON."""
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_checkpoints(checkpoints, device="cpu")
+    sentences = read_lines(Path(src))
+    start = time.perf_counter()
+    hyps = translator.translate(sentences, **options)
+    seconds = time.perf_counter() - start
+    write_lines(Path(hyp), hyps)
+    print(json.dumps({"decode_s": seconds}))
+
+
 def child_env(threads: int, *, ours: bool) -> dict[str, str]:
     """Environment of a child: its thread count; ours imports this checkout's `seq2seq`."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -16,7 +16,6 @@ first epoch. Output: a table, then one JSON line with every figure.
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from benchmarks.common import (
     read_lines,
     run_measured,
     train_ours,
+    translate_timed,
     write_lines,
 )
 from benchmarks.joeynmt_peer import (
@@ -62,16 +62,8 @@ def decode_ours_child(
     ckpt: str, src: str, hyp: str, beam: str, batch_tokens: str, precision: str
 ) -> None:
     """In a fresh process: translate `src` into `hyp`; print the decoding seconds as JSON."""
-    from seq2seq.translator import Translator
-
-    translator = Translator.from_checkpoint(ckpt, device="cpu")
-    sentences = read_lines(Path(src))
     options = {"beam_size": int(beam), "batch_tokens": int(batch_tokens), "precision": precision}
-    start = time.perf_counter()
-    hyps = translator.translate(sentences, **options)
-    seconds = time.perf_counter() - start
-    write_lines(Path(hyp), hyps)
-    print(json.dumps({"decode_s": seconds}))
+    translate_timed([ckpt], src, hyp, **options)
 
 
 def decode_ours(
