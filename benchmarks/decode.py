@@ -9,8 +9,9 @@ Each (side, mode) decodes in a fresh process: decoding alone is timed (model
 loading excluded), and the process's wall time and peak RSS (`ru_maxrss` from
 `os.wait4`) are taken too. JoeyNMT is installed at run time into
 `.cache/bench/joeynmt-venv`, never vendored; it trains the same architecture on
-the same data with our SentencePiece model, for the same wall time from its
-first epoch. Output: a table, then one JSON line with every figure.
+the same data with our SentencePiece model, configured as its users would
+(`joeynmt_peer.recipe_config`), for the same wall time from its first epoch, unless
+`--joeynmt-model-dir` gives a trained one. Output: a table, then one JSON line with every figure.
 """
 
 import argparse
@@ -39,11 +40,14 @@ from benchmarks.common import (
     write_lines,
 )
 from benchmarks.joeynmt_peer import (
+    batch_label,
+    batch_setting,
     decode_joeynmt,
     ensure_joeynmt,
-    joey_config,
-    prepare_joeynmt,
+    patch_plateau,
+    recipe_config,
     train_joeynmt,
+    write_joeynmt_data,
 )
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.translator import BATCH_TOKENS, source_budget
@@ -157,6 +161,13 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="train JoeyNMT for as many updates as ours made, not for the same wall time",
     )
+    p.add_argument(
+        "--joeynmt-train-batch",
+        type=batch_setting,
+        default=batch_setting("2000tok"),
+        help="its training batch without --joeynmt-model-dir (its recipes' configuration; "
+        "2000tok: the best of those quality.py tries)",
+    )
     p.add_argument("--beam-size", type=int, default=5)
     p.add_argument(
         "--batch-tokens",
@@ -238,16 +249,16 @@ def main() -> None:
         python = ensure_joeynmt()
         model_dir = args.joeynmt_model_dir
         if model_dir is None:
-            voc_file, batching = prepare_joeynmt(args.data_dir, sp, work, data_hp)
-            cfg = joey_config(hp, data_hp, work, spm_file, voc_file, batching)
+            patch_plateau()
+            voc_file = write_joeynmt_data(args.data_dir, sp, work)
+            cfg = recipe_config(hp, data_hp, work, spm_file, voc_file, args.joeynmt_train_batch)
             minutes = args.train_minutes
             if args.joeynmt_same_steps:
                 cfg["training"]["updates"], minutes = training["ours_steps"], None
             trained = train_joeynmt(python, cfg, work, minutes)
             model_dir = Path(trained["checkpoint"]).parent
             training |= {f"joeynmt_{key}": value for key, value in trained.items()}
-            training |= {"joeynmt_schedule": "constant (exponential, factor 1.0)"}
-            training |= {"batching": batching}
+            training |= {"joeynmt_batch": batch_label(args.joeynmt_train_batch)}
         model_dir = model_dir.resolve()
 
         def joey(out: Path, beam: int) -> dict:

@@ -8,6 +8,7 @@ its token batches count padding and are not bucketed by length, so
 `match_training_batches` picks that batch size.
 """
 
+import argparse
 import math
 import os
 import re
@@ -43,6 +44,7 @@ JOEY_SCORES = {"additive": "bahdanau", "general": "luong"}  # ours -> its `atten
 JOEY_PACKAGES = ["torch==2.13.0", "joeynmt==2.3.0", "sentencepiece==0.2.0", "importlib_metadata"]
 PLATEAU_VERBOSE = '            "verbose": False,\n'  # in 2.3.0's builders.build_scheduler
 VALIDATION_FREQ = 400  # updates between validations: about 6 in 30 minutes at 2,000 tokens
+RECIPE_BATCHES = ["2000tok", "4096tok", "80sent"]  # batch sizes of its recipes
 
 
 def corpus_lengths(sp: spm.SentencePieceProcessor, prefix: Path, max_len: int) -> np.ndarray:
@@ -192,6 +194,18 @@ def joey_config(hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, 
     return _config(
         hp, data_hp, work, spm_file, voc, training=training, testing=testing, init=initialisers
     )
+
+
+def batch_setting(text: str) -> tuple[int, str]:
+    """`2000` or `2000tok`: batches of 2,000 tokens; `80sent`: of 80 sentences."""
+    match = re.fullmatch(r"(\d+)(tok|sent)?", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N, Ntok or Nsent")
+    return int(match[1]), "sentence" if match[2] == "sent" else "token"
+
+
+def batch_label(batch: tuple[int, str]) -> str:
+    return f"{batch[0]}{'sent' if batch[1] == 'sentence' else 'tok'}"
 
 
 def recipe_config(

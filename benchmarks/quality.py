@@ -61,6 +61,9 @@ from benchmarks.common import (
     write_test_set,
 )
 from benchmarks.joeynmt_peer import (
+    RECIPE_BATCHES,
+    batch_label,
+    batch_setting,
     corpus_lengths,
     decode_joeynmt,
     ensure_joeynmt,
@@ -80,7 +83,6 @@ from seq2seq.checkpoint import run_checkpoints
 CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 BEAM = 5
 TARGET_GAIN = 2.0  # BLEU points over JoeyNMT, in means over seeds
-RECIPE_BATCHES = ["2000tok", "4096tok", "80sent"]  # batch sizes of its recipes
 THROUGHPUT = (
     "tgt tok/s: real target tokens (EOS included; updates x the mean per batch over an epoch "
     "of each side's batching) / training wall time, validation included (ours: Lightning's "
@@ -106,18 +108,6 @@ class Peer:
     python: Path
     voc_file: Path
     batching: dict | None  # with --joeynmt-matched-batch
-
-
-def batch_setting(text: str) -> tuple[int, str]:
-    """`2000` or `2000tok`: batches of 2,000 tokens; `80sent`: of 80 sentences."""
-    match = re.fullmatch(r"(\d+)(tok|sent)?", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N, Ntok or Nsent")
-    return int(match[1]), "sentence" if match[2] == "sent" else "token"
-
-
-def batch_label(batch: tuple[int, str]) -> str:
-    return f"{batch[0]}{'sent' if batch[1] == 'sentence' else 'tok'}"
 
 
 def train_and_decode_ours(
@@ -337,6 +327,10 @@ def report(runs: list[dict], tried: list[dict], figures: dict[str, Any]) -> None
         verdict = "met" if met else "NOT met"
         print(f"ours - JoeyNMT: {gain:+.2f} BLEU in means (target +{TARGET_GAIN:g}): {verdict}")
         figures |= {"bleu_gain": round(gain, 2), "target_met": met}
+        rss = [summary[side]["train_peak_rss_mib_mean"] for side in ("ours", "joeynmt")]
+        verdict = "met" if rss[0] <= rss[1] else "NOT met"
+        print(f"peak training RSS, means: ours {rss[0]} vs JoeyNMT {rss[1]} MiB: {verdict}")
+        figures["rss_target_met"] = rss[0] <= rss[1]
     print(json.dumps(figures, default=str))
 
 

@@ -27,17 +27,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from seq2seq.search import (
+from seq2seq.search import Hypothesis, M, Pick, Searchable, St, decode_rows
+from seq2seq.search_rules import (
     MAX_LEN_A,
     MAX_LEN_B,
-    Hypothesis,
     LengthPenalty,
-    M,
-    Pick,
-    Searchable,
-    St,
     check_options,
-    decode_rows,
     max_output_lengths,
 )
 

@@ -10,7 +10,8 @@ batch as soon as it is done; beam search then scores (`log_probs`) only the rows
 beams still open. Greedy search's loop, `decode_rows`, also serves sampling
 (seq2seq.sampling). A hypothesis never contains padding, BOS or EOS. Its `log_prob` is
 the sum of the model's log-probabilities of its tokens, EOS included when it ended in
-EOS; its `score` is log_prob / lp(L), L its length with EOS (see `_length_penalty`).
+EOS; its `score` is log_prob / lp(L), L its length with EOS (see
+`seq2seq.search_rules.length_penalty`).
 A hypothesis that reaches its length limit stops there, scored without an EOS term
 (fairseq forces EOS at the limit instead): that would take one more decoder step per
 cut hypothesis, for outputs the limit should rarely cut (validation warns when the
@@ -20,10 +21,9 @@ sentence's true source for each output token, EOS included (None for a model
 without attention, and by default: keeping it costs time and memory).
 """
 
-import math
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Literal, NamedTuple, Protocol, TypeVar, get_args
+from typing import NamedTuple, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -38,9 +38,19 @@ from seq2seq.beam import (
     top_candidates,
     without_eos,
 )
+from seq2seq.search_rules import (
+    MAX_LEN_A,
+    MAX_LEN_B,
+    LengthPenalty,
+    SpecialIds,
+    check_options,
+    constrain,
+    max_output_lengths,
+    min_lengths,
+    penalty_table,
+)
 
 R = TypeVar("R", bound="Rows")
-LengthPenalty = Literal["none", "average", "gnmt"]
 
 
 class Rows(Protocol):
@@ -53,12 +63,8 @@ M = TypeVar("M", bound=Rows)
 St = TypeVar("St", bound=Rows)
 
 
-class Searchable(Protocol[M, St]):
+class Searchable(SpecialIds, Protocol[M, St]):
     """What search needs from a model."""
-
-    pad_id: int
-    bos_id: int
-    eos_id: int
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[M, St]: ...
 
@@ -86,113 +92,6 @@ class Hypothesis(NamedTuple):
     score: float  # log_prob / lp(length with EOS): what ranks hypotheses
     log_prob: float  # sum of token log-probs, EOS included if it ended
     attention: Tensor | None  # (len(tokens) + ended, S_i) on the model's device, or None
-
-
-# Default output length limit a·S + b (S source tokens). The limit bounds what an open
-# hypothesis could still score (see `Beams.can_improve`), so a loose one makes beam
-# search with length normalization run on long after its best output has ended.
-MAX_LEN_A = 1.2
-MAX_LEN_B = 5
-
-
-def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
-    """(B,) source lengths -> (B,) most decoding steps, floor(a * length) + b, at least 1.
-
-    A hypothesis that ends in EOS has at most max_len - 1 tokens; one that reaches
-    max_len tokens stops there without EOS.
-    """
-    lengths = torch.floor(max_len_a * src_lengths.double()).long() + max_len_b
-    return lengths.clamp(min=1)
-
-
-def at_length_limit(
-    lengths: list[int], src_lengths: Tensor, max_len_a: float, max_len_b: int
-) -> list[bool]:
-    """For outputs of `lengths` tokens (without EOS), one per source: whether each reaches its
-    length limit, so that search stops it there without EOS (or could not produce it)."""
-    limits = max_output_lengths(src_lengths, max_len_a, max_len_b).tolist()
-    return [length >= limit for length, limit in zip(lengths, limits, strict=True)]
-
-
-def _length_penalty(length: int, kind: LengthPenalty, alpha: float) -> float:
-    """lp(L) for a hypothesis of L tokens, EOS counted, BOS never: "none" 1, "average"
-    L**alpha, "gnmt" ((5 + L) / 6)**alpha (Wu et al., 2016).
-
-    Positive and nondecreasing in L for alpha >= 0, which `Beams.can_improve` (seq2seq.beam) needs.
-    """
-    if kind == "average":
-        return float(length) ** alpha
-    if kind == "gnmt":
-        return ((5 + length) / 6) ** alpha
-    return 1.0
-
-
-def _penalty_table(kind: LengthPenalty, alpha: float, longest: int, device: torch.device) -> Tensor:
-    """(longest + 1,) lp(L) at index L, computed in Python so that it is the same bits in
-    every call (batch invariance; greedy and beam size 1 give equal scores)."""
-    return torch.tensor(
-        [_length_penalty(n, kind, alpha) for n in range(longest + 1)], device=device
-    )
-
-
-def check_options(kind: LengthPenalty, alpha: float, min_len: int, no_repeat_ngram: int) -> None:
-    """Raise ValueError for an unknown length penalty or a negative setting."""
-    if kind not in get_args(LengthPenalty):
-        raise ValueError(f"length_penalty must be one of {get_args(LengthPenalty)}, got {kind!r}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be at least 0 (lp must not fall with length), got {alpha}")
-    if min_len < 0 or no_repeat_ngram < 0:
-        raise ValueError(
-            f"min_len and no_repeat_ngram must be >= 0, got {min_len}, {no_repeat_ngram}"
-        )
-
-
-def _min_lengths(max_lens: Tensor, min_len: int) -> Tensor:
-    """(B,) tokens before which EOS is banned: min_len, at most max_len - 1."""
-    return (max_lens - 1).clamp(max=min_len)
-
-
-def _ban_repeated_ngrams(log_probs: Tensor, tokens: Tensor, n: int) -> Tensor:
-    """(N, V) log-probs with -inf for every token that would complete an n-gram already in
-    `tokens` (N, t); n=0 bans nothing.
-
-    Compares the last n-1 tokens with all t-n+1 earlier windows: O(N * t * n) time and
-    memory per step, O(N * T^2 * n) over a whole output.
-    """
-    if n == 0 or tokens.size(1) < n:
-        return log_probs
-    batch, vocab = log_probs.shape
-    windows = tokens.unfold(1, n, 1)  # (N, t-n+1, n)
-    last = tokens[:, tokens.size(1) - n + 1 :].unsqueeze(1)  # (N, 1, n-1)
-    seen = (windows[:, :, :-1] == last).all(dim=2)  # (N, t-n+1) window starts like the end
-    banned = windows[:, :, -1].masked_fill(~seen, vocab)  # (N, t-n+1); column V: a dummy
-    hit = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=log_probs.device)
-    hit.scatter_(1, banned, True)  # (N, V+1)
-    return log_probs.masked_fill(hit[:, :vocab], -math.inf)
-
-
-def _constrain(
-    log_probs: Tensor,
-    tokens: Tensor,
-    too_short: Tensor | None,
-    model: Searchable[M, St],
-    no_repeat_ngram: int,
-) -> Tensor:
-    """(N, V) log-probs with the tokens not allowed next made -inf (in place).
-
-    Never padding or BOS; no token that repeats an n-gram of `tokens` (N, t); no EOS
-    in the rows `too_short` (N,) (None: no minimum length), unless nothing else is left
-    there (so that a row is never stuck: its output ends short rather than with padding).
-    """
-    specials = torch.tensor([model.pad_id, model.bos_id], device=log_probs.device)
-    log_probs = _ban_repeated_ngrams(
-        log_probs.index_fill_(1, specials, -math.inf), tokens, no_repeat_ngram
-    )
-    if too_short is None:
-        return log_probs
-    is_eos = torch.arange(log_probs.size(1), device=log_probs.device) == model.eos_id  # (V,)
-    ban_eos = too_short & log_probs.masked_fill(is_eos, -math.inf).isfinite().any(dim=1)  # (N,)
-    return log_probs.masked_fill_(ban_eos.unsqueeze(1) & is_eos, -math.inf)
 
 
 def _own_attention(hypothesis: Hypothesis, src_length: int) -> Hypothesis:
@@ -267,9 +166,9 @@ def decode_rows(
 
     Greedy search and sampling (seq2seq.sampling). `src_lengths` (B,): each row's source
     length; `max_lens` (B,): its most steps. Each step `pick`s every live row's token
-    among those `_constrain` allows; a row leaves the batch when it ends (EOS or max length).
+    among those `constrain` allows; a row leaves the batch when it ends (EOS or max length).
     """
-    min_lens = _min_lengths(max_lens, min_len)  # (B,)
+    min_lens = min_lengths(max_lens, min_len)  # (B,)
     batch, longest = max_lens.size(0), int(max_lens.max())
     tokens = max_lens.new_full((batch, longest), model.pad_id)  # (B, T)
     sums = torch.zeros(batch, device=max_lens.device)  # (B,) log-probs
@@ -282,7 +181,7 @@ def decode_rows(
         log_probs = model.log_probs(outputs)  # (B', V)
         weights = weights if return_attention else None
         too_short = step < min_lens[rows] if min_len > 0 else None  # (B',)
-        log_probs = _constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
+        log_probs = constrain(log_probs, tokens[rows, :step], too_short, model, no_repeat_ngram)
         prev = pick(log_probs, rows, step)  # (B',)
         tokens[rows, step] = prev
         sums[rows] += log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
@@ -299,7 +198,7 @@ def decode_rows(
             rows, prev = rows[keep], prev[keep]
             memory, state = memory.index_select(keep), state.index_select(keep)
     sizes = lengths + (lengths < max_lens)  # (B,) lengths with EOS
-    scores = sums / _penalty_table(length_penalty, alpha, longest, max_lens.device)[sizes]  # (B,)
+    scores = sums / penalty_table(length_penalty, alpha, longest, max_lens.device)[sizes]  # (B,)
     columns = tokens.tolist(), lengths.tolist(), sizes.tolist(), scores.tolist(), sums.tolist()
     found = [
         Hypothesis(row[:n], score, log_prob, None if attention is None else attention[i, :size])
@@ -364,8 +263,8 @@ def beam_search(
     state = state.index_select(expand)  # K rows per sentence; the memory stays one row
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b).to(src.device)  # (B,)
     longest = int(max_lens.max())
-    penalties = _penalty_table(length_penalty, alpha, longest, src.device)  # (T+1,)
-    beams = Beams.start(max_lens, _min_lengths(max_lens, min_len), beam_size, nbest)
+    penalties = penalty_table(length_penalty, alpha, longest, src.device)  # (T+1,)
+    beams = Beams.start(max_lens, min_lengths(max_lens, min_len), beam_size, nbest)
     prev = src.new_full((batch * beam_size,), model.bos_id)  # (B'*K,)
     finished: list[Finished] = []
     for _ in range(longest):
@@ -374,7 +273,7 @@ def beam_search(
         live = beams.live_rows()  # (R,)
         log_probs = model.log_probs(outputs[live])  # (R, V)
         too_short = beams.too_short()[live] if min_len > 0 else None
-        log_probs = _constrain(log_probs, beams.tokens[live], too_short, model, no_repeat_ngram)
+        log_probs = constrain(log_probs, beams.tokens[live], too_short, model, no_repeat_ngram)
         candidates = top_candidates(beams.scores, log_probs, live)
         ended, ended_scores = collect_eos(beams, candidates, weights, model.eos_id, penalties)
         beams.note_finished(ended_scores)

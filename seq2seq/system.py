@@ -24,13 +24,8 @@ from seq2seq.metrics import (
     sufficient_statistics,
 )
 from seq2seq.model import build_model
-from seq2seq.search import (
-    MAX_LEN_A,
-    MAX_LEN_B,
-    at_length_limit,
-    beam_search,
-    greedy_search,
-)
+from seq2seq.search import beam_search, greedy_search
+from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B, at_length_limit
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)

@@ -16,15 +16,8 @@ from seq2seq.ensemble import Ensemble, EnsembleRule
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.sampling import Sampling, sample_search
-from seq2seq.search import (
-    MAX_LEN_A,
-    MAX_LEN_B,
-    Hypothesis,
-    LengthPenalty,
-    at_length_limit,
-    beam_search,
-    greedy_search,
-)
+from seq2seq.search import Hypothesis, beam_search, greedy_search
+from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B, LengthPenalty, at_length_limit
 from seq2seq.textfiles import line_numbers
 from seq2seq.tokenizer import Tokenizer
 

@@ -8,13 +8,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.search import (
-    Hypothesis,
-    at_length_limit,
-    beam_search,
-    greedy_search,
-    max_output_lengths,
-)
+from seq2seq.search import Hypothesis, beam_search, greedy_search
+from seq2seq.search_rules import at_length_limit, max_output_lengths
 
 PAD, BOS, EOS = 0, 1, 2
 

@@ -18,7 +18,7 @@ from seq2seq.ensemble import EnsembleRule
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.sampling import Sampling
-from seq2seq.search import MAX_LEN_A, MAX_LEN_B
+from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B
 from seq2seq.textfiles import atomic_output, open_text_lines, utf8_stdout
 from seq2seq.translator import BATCH_TOKENS, Precision, Translation, Translator
 

@@ -5,7 +5,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from seq2seq.search import LengthPenalty
+from seq2seq.search_rules import LengthPenalty
 from seq2seq.translator import BATCH_TOKENS
 
 MAX_BEAM = 32
