@@ -183,6 +183,9 @@ def test_interrupted_run_leaves_no_output(
         ],
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT as from a terminal, even where the tests run with SIGINT ignored (in a
+        # script's background job): Python keeps an inherited SIG_IGN.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen, deadline = "", time.monotonic() + 120
     while "sent/s" not in seen and time.monotonic() < deadline:  # the progress bar has started
