@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sacrebleu
-
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 
@@ -150,14 +148,17 @@ def saved_or_new(run: Path, args: argparse.Namespace, make: Callable[[], dict]) 
 
 
 def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
+    """sacrebleu BLEU and chrF of `hyp_file` against `refs`, with their signatures."""
+    from seq2seq.metrics import corpus_scores
+
     hyps = read_lines(hyp_file)
     assert len(hyps) == len(refs), f"{hyp_file}: {len(hyps)} lines for {len(refs)} references"
-    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    bleu, chrf = corpus_scores(hyps, [refs], metrics=("bleu", "chrf"))
     return {
-        "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
-        "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
+        "bleu": round(bleu.score, 2),
+        "chrf": round(chrf.score, 2),
+        "bleu_signature": bleu.signature,
+        "chrf_signature": chrf.signature,
     }
 
 

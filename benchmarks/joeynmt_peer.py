@@ -343,10 +343,15 @@ def validation_bleu(model_dir: Path) -> list[float]:
     return [float(score) for score in re.findall(r"\tbleu: ([\d.]+)", text)]
 
 
+def logged_rates(log_text: str) -> list[float]:
+    """The "Tokens per Sec" of a training log, in order: non-pad target tokens (EOS
+    included) per second of each logging interval, validation excluded."""
+    return [float(rate) for rate in re.findall(r"Tokens per Sec:\s+([\d.]+)", log_text)]
+
+
 def logged_tokens_per_sec(log_text: str) -> float | None:
-    """The median "Tokens per Sec" of a training log: non-pad target tokens (EOS included)
-    per second of each logging interval, validation excluded; None if it logged none."""
-    rates = [float(rate) for rate in re.findall(r"Tokens per Sec:\s+([\d.]+)", log_text)]
+    """The median of `logged_rates`; None if it logged none."""
+    rates = logged_rates(log_text)
     return statistics.median(rates) if rates else None
 
 

@@ -31,7 +31,6 @@ fastest batch size. Output: a table, then one JSON line with every figure.
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
 import time
@@ -49,6 +48,7 @@ from benchmarks.joeynmt_peer import (
     batch_label,
     batch_setting,
     ensure_joeynmt,
+    logged_rates,
     patch_plateau,
     recipe_config,
     train_joeynmt,
@@ -196,8 +196,7 @@ def _measure_joeynmt_run(python: Path, cfg: dict, work: Path, threads: int) -> d
     wall = time.perf_counter() - start
     label = batch_label((cfg["training"]["batch_size"], cfg["training"]["batch_type"]))
     train_log = (work / "joeynmt" / "train.log").rename(work / "joeynmt" / f"train-{label}.log")
-    rates = re.findall(r"Tokens per Sec:\s+([\d.]+)", train_log.read_text(errors="replace"))
-    rates = [float(rate) for rate in rates]
+    rates = logged_rates(train_log.read_text(errors="replace"))
     if len(rates) < 2:
         raise RuntimeError(f"JoeyNMT logged {len(rates)} throughput lines; see {train_log}")
     return {
