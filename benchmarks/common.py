@@ -165,3 +165,20 @@ def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for a single value)."""
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def export_baseline(rev: str, work: Path) -> tuple[str, Path]:
+    """This repository's `seq2seq/` and `benchmarks/` at `rev`, extracted under `work`:
+    -> (its short commit, the folder)."""
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    root = work / f"baseline-{commit}"
+    if not (root / "seq2seq").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            [*git, "archive", commit, "seq2seq", "benchmarks"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return commit, root

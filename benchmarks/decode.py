@@ -4,10 +4,16 @@
     python benchmarks/decode.py --compare-joeynmt           # ... and JoeyNMT, same budget, ratios
     python benchmarks/decode.py --checkpoint runs/x/checkpoints/last.ckpt --limit 50
     python benchmarks/decode.py --compare-joeynmt --precision 32 bf16   # ours also in bf16
+    python benchmarks/decode.py --checkpoint CKPT --baseline d09e2a7    # against older code
 
 Each (side, mode) decodes in a fresh process: decoding alone is timed (model
 loading excluded), and the process's wall time and peak RSS (`ru_maxrss` from
-`os.wait4`) are taken too. JoeyNMT is installed at run time into
+`os.wait4`) are taken too. `--baseline REV` decodes the same checkpoint with this
+repository's code at REV too (extracted with `git archive`), for the ratio of ours to it
+and the number of output lines that differ. Roofline: a separate run of ours under
+`FlopCounterMode` counts the FLOPs per sentence of each mode; FLOPs/s over the better of
+a 2048³ fp32 matmul and the decoding's largest GEMM, timed here, is the fraction of the
+GEMM rate reached. JoeyNMT is installed at run time into
 `.cache/bench/joeynmt-venv`, never vendored; it trains the same architecture on
 the same data with our SentencePiece model, configured as its users would
 (`joeynmt_peer.recipe_config`), for the same wall time from its first epoch, unless
@@ -30,6 +36,7 @@ from benchmarks.common import (
     MULTI30K,
     REPO,
     child_env,
+    export_baseline,
     git_state,
     log,
     print_table,
@@ -49,6 +56,7 @@ from benchmarks.joeynmt_peer import (
     train_joeynmt,
     write_joeynmt_data,
 )
+from benchmarks.roofline import SQUARE, counting, gemm_flops
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.translator import BATCH_TOKENS, source_budget
 
@@ -56,7 +64,9 @@ CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
 # A constant learning rate over the short budget; no test run (this benchmark decodes it).
 SHORT_RUN = ["--model.schedule", "constant", "--data.test", "null"]
 TARGETS = {"greedy": 2.0, "beam": 3.0}  # ours / JoeyNMT sentences per second, at BLEU >= theirs
+BASELINE_TARGET = 2.0  # ours / --baseline sentences per second, in each mode
 OURS = {"32": "ours", "bf16": "ours-bf16"}  # side names by --precision; targets count "ours"
+OURS_BASE = ("ours", "baseline")  # side names of --baseline's comparison
 
 
 # -- ours ------------------------------------------------------------------------------------
@@ -70,14 +80,42 @@ def decode_ours_child(
     translate_timed([ckpt], src, hyp, **options)
 
 
+def count_ours_child(ckpt: str, src: str, beam: str, batch_tokens: str) -> None:
+    """In a fresh process: translate `src` counting FLOPs; print them and the largest GEMM."""
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_checkpoint(ckpt, device="cpu")
+    sentences = read_lines(Path(src))
+    with counting() as (counter, gemms):
+        translator.translate(sentences, beam_size=int(beam), batch_tokens=int(batch_tokens))
+    print(json.dumps({"flops": counter.get_total_flops(), "largest_gemm": gemms.shape}))
+
+
 def decode_ours(
-    ckpt: Path, src: Path, out: Path, beam: int, precision: str, args: argparse.Namespace
+    ckpt: Path,
+    src: Path,
+    out: Path,
+    beam: int,
+    precision: str,
+    args: argparse.Namespace,
+    root: Path = REPO,
 ) -> dict:
-    cmd = [sys.executable, __file__, "_decode_ours", ckpt, src, out / "hyp.en", beam]
-    cmd += [args.batch_tokens, precision]
-    env = child_env(args.threads, ours=True)
+    """Decode in a child running the code of `root` (this checkout, or a --baseline's)."""
+    cmd = [sys.executable, root / "benchmarks" / "decode.py", "_decode_ours", ckpt, src]
+    cmd += [out / "hyp.en", beam, args.batch_tokens, precision]
+    env = child_env(args.threads, ours=True) | {"PYTHONPATH": str(root)}
     measured = run_measured(cmd, out / "stderr.log", stdout=out / "result.json", env=env)
     return json.loads((out / "result.json").read_text()) | measured
+
+
+def count_ours(ckpt: Path, src: Path, work: Path, beam: int, args: argparse.Namespace) -> dict:
+    """FLOPs per decoding of `src` in one mode, and its largest GEMM (m, k, n)."""
+    out = work / "count" / f"beam{beam}"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "_count_ours", ckpt, src, beam, args.batch_tokens]
+    env = child_env(args.threads, ours=True)
+    run_measured(cmd, out / "stderr.log", stdout=out / "result.json", env=env)
+    return json.loads((out / "result.json").read_text())
 
 
 # -- running and reporting -------------------------------------------------------------------
@@ -101,6 +139,7 @@ def decode_both_modes(
         run["decode_s_all"] = [round(r["decode_s"], 2) for r in repeats]
         hyps = read_lines(out / "hyp.en")
         assert len(hyps) == len(refs), f"{out / 'hyp.en'}: {len(hyps)} lines for {len(refs)}"
+        run["sentences"] = len(refs)
         run["sent_per_s"] = len(refs) / run["decode_s"]
         run["mean_len_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
         run["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
@@ -108,12 +147,70 @@ def decode_both_modes(
     return runs
 
 
+def add_roofline(runs: list[dict], ckpt: Path, src: Path, work: Path, args) -> dict[str, Any]:
+    """Give our fp32 runs their MFLOP per sentence, GFLOP/s and roofline fraction (from a
+    counted run of each mode); -> the GEMM rates they are measured against."""
+    square = gemm_flops(args.threads, *SQUARE)
+    log(f"fp32 2048³ matmul on {args.threads} threads: {square / 1e9:.1f} GFLOP/s")
+    rates: dict[str, Any] = {"matmul_gflop_s": round(square / 1e9, 1)}
+    for mode, beam in (("greedy", 1), ("beam", args.beam_size)):
+        log(f"counting the FLOPs of ours, {mode}")
+        counted = count_ours(ckpt, src, work, beam, args)
+        gemm = gemm_flops(args.threads, *counted["largest_gemm"])
+        rates[mode] = {"largest_gemm": counted["largest_gemm"], "gflop_s": round(gemm / 1e9, 1)}
+        for run in runs:
+            if (run["side"], run["mode"]) == ("ours", mode):
+                flops = counted["flops"] / run["sentences"]
+                run["mflop_per_sentence"] = round(flops / 1e6, 1)
+                run["gflop_s"] = round(run["sent_per_s"] * flops / 1e9, 1)
+                run["roofline"] = round(run["gflop_s"] * 1e9 / max(square, gemm), 3)
+    return rates
+
+
+def compare_baseline(runs: list[dict], work: Path) -> dict[str, dict]:
+    """Ours against --baseline in each mode: the speed ratio and the output lines that differ."""
+    by = {(r["side"], r["mode"]): r for r in runs}
+    found = {}
+    for mode in ("greedy", "beam"):
+        ours, base = by[("ours", mode)], by[("baseline", mode)]
+        hyps = [read_lines(work / "decode" / f"{side}-{mode}" / "hyp.en") for side in OURS_BASE]
+        differ = sum(a != b for a, b in zip(*hyps, strict=True))
+        ratio = ours["sent_per_s"] / base["sent_per_s"]
+        found[mode] = {"ratio": round(ratio, 2), "lines_differ": differ}
+        found[mode] |= {"lines": len(hyps[0]), "bleu": [ours["bleu"], base["bleu"]]}
+        found[mode]["met"] = ratio >= BASELINE_TARGET
+    return found
+
+
 def report(runs: list[dict], extra: dict) -> None:
     """The table, the ratios against JoeyNMT, the settings, and last one JSON line."""
     header = ["side", "mode", "sent/s", "decode s", "wall s", "peak RSS MiB", "mean len", "BLEU"]
+    header += ["MFLOP/sent", "GFLOP/s", "roofline"]
     keys = ["sent_per_s", "decode_s", "wall_s", "peak_rss_mib", "mean_len_words", "bleu"]
-    rows = [[r["side"], r["mode"], *(f"{r[k]:.2f}" for k in keys)] for r in runs]
+    keys += ["mflop_per_sentence", "gflop_s", "roofline"]
+    rows = [[r["side"], r["mode"], *(f"{r[k]:.2f}" if k in r else "" for k in keys)] for r in runs]
     print_table(header, rows)
+    rates = extra.get("gemm_rates")
+    if rates:
+        print(
+            f"roofline: ours' fp32 GFLOP/s over the better of a 2048³ fp32 matmul "
+            f"({rates['matmul_gflop_s']} GFLOP/s) and the mode's largest GEMM (greedy "
+            f"{rates['greedy']['gflop_s']}, beam {rates['beam']['gflop_s']} GFLOP/s), timed here"
+        )
+        for r in runs:
+            if "roofline" in r:
+                print(
+                    f"roofline fraction ours {r['mode']}: {r['roofline']:.2f} (twice its speed "
+                    f"would take {2 * r['roofline']:.2f} of the GEMM rate)"
+                )
+    for mode, found in extra.get("against_baseline", {}).items():
+        ours_bleu, base_bleu = found["bleu"]
+        print(
+            f"{mode}: ours/baseline {found['ratio']:.2f}x sentences/s (target "
+            f"{BASELINE_TARGET:g}x): {'met' if found['met'] else 'NOT met'}; "
+            f"{found['lines_differ']} of {found['lines']} output lines differ, "
+            f"BLEU {ours_bleu:.2f} vs {base_bleu:.2f}"
+        )
     by = {(r["side"], r["mode"]): r for r in runs}
     ratios, met, comparable = {}, {}, {}
     for side in OURS.values():
@@ -188,6 +285,11 @@ def parse_args() -> argparse.Namespace:
         default=["32"],
         help="ours decodes in each (translate.py --precision); 32 is the one the targets count",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also decode with this repository's code at REV (a commit): ratios, differences",
+    )
     p.add_argument("--limit", type=int, help="decode only the first N test sentences")
     p.add_argument("--repeats", type=int, default=3, help="decoding runs each; the fastest counts")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -245,6 +347,14 @@ def main() -> None:
             return decode_ours(ckpt, src_file, out, beam, precision, args)
 
         runs += decode_both_modes(OURS[precision], ours, work, refs, args)
+    if args.baseline:
+        commit, root = export_baseline(args.baseline, work)
+
+        def baseline(out: Path, beam: int) -> dict:
+            return decode_ours(ckpt, src_file, out, beam, "32", args, root)
+
+        runs += decode_both_modes("baseline", baseline, work, refs, args)
+        extra["baseline_code"] = commit
     if args.compare_joeynmt:
         python = ensure_joeynmt()
         model_dir = args.joeynmt_model_dir
@@ -268,11 +378,17 @@ def main() -> None:
             )
 
         runs += decode_both_modes("joeynmt", joey, work, refs, args)
+    if "32" in args.precision:
+        extra["gemm_rates"] = add_roofline(runs, ckpt, src_file, work, args)
+    if args.baseline:
+        extra["against_baseline"] = compare_baseline(runs, work)
     report(runs, extra)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_decode_ours"]:
         decode_ours_child(*sys.argv[2:])
+    elif sys.argv[1:2] == ["_count_ours"]:
+        count_ours_child(*sys.argv[2:])
     else:
         main()

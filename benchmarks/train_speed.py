@@ -30,7 +30,6 @@ fastest batch size. Output: a table, then one JSON line with every figure.
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -39,7 +38,6 @@ from typing import Any
 
 import sentencepiece as spm
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import MULTI30K, REPO, child_env, git_state, log, print_table, run_measured
@@ -54,6 +52,7 @@ from benchmarks.joeynmt_peer import (
     train_joeynmt,
     write_joeynmt_data,
 )
+from benchmarks.roofline import SQUARE, counting, gemm_flops
 
 CONFIGS = [
     REPO / "configs" / f"multi30k_{name}.yaml"
@@ -69,8 +68,6 @@ JOEY_LOG_EVERY = 10  # updates between its "Tokens per Sec" lines
 
 def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     """Train `config` for warmup + steps updates; print the figures as one JSON line."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from benchmarks.training_child import StepClock, short_run
     from seq2seq.loss import smoothed_cross_entropy
 
@@ -86,8 +83,7 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     target = [clock.tokens[i][1] for i in timed]
     batch = clock.last_batch
     model = cli.model.model.train()
-    gemms = LargestGemm()
-    with FlopCounterMode(display=False, custom_mapping=ONEDNN_RNN_FLOPS) as counter, gemms:
+    with counting() as (counter, gemms):
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
         loss, _ = smoothed_cross_entropy(
             logits.flatten(0, 1),
@@ -112,36 +108,6 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     print(json.dumps(figures))
 
 
-class LargestGemm(TorchDispatchMode):
-    """The (m, k, n) of the largest matrix product (`aten.mm`, `aten.addmm`) run under it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shape = (0, 0, 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
-            a, b = args[-2], args[-1]  # mm(a, b); addmm(bias, a, b)
-            shape = (a.shape[0], a.shape[1], b.shape[1])
-            if math.prod(shape) > math.prod(self.shape):
-                self.shape = shape
-        return func(*args, **(kwargs or {}))
-
-
-def _onednn_rnn_flops(input_shape, w_ih_shape, w_hh_shape, *args, **kwargs) -> int:
-    """FLOPs of `aten.mkldnn_rnn_layer`, PyTorch's CPU LSTM layer (oneDNN), which
-    FlopCounterMode does not know: both projections of every step, 2 per multiply-add."""
-    steps, batch = input_shape[0], input_shape[1]  # (S, B, I)
-    return 2 * steps * batch * w_ih_shape[0] * (w_ih_shape[1] + w_hh_shape[1])
-
-
-ONEDNN_RNN_FLOPS = {
-    torch.ops.aten.mkldnn_rnn_layer: _onednn_rnn_flops,
-    # the backward: gradients of the inputs and of the weights, twice the forward
-    torch.ops.aten.mkldnn_rnn_layer_backward: lambda *a, **k: 2 * _onednn_rnn_flops(*a, **k),
-}
-
-
 def measure_ours(config: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     out = work / config.stem
     out.mkdir(parents=True, exist_ok=True)
@@ -154,19 +120,6 @@ def measure_ours(config: Path, work: Path, args: argparse.Namespace) -> dict[str
 
 
 # -- the hardware -----------------------------------------------------------------------------
-
-
-def gemm_flops(threads: int, m: int, k: int, n: int, repeats: int = 15) -> float:
-    """Median FLOP/s of an fp32 (m × k) @ (k × n) matmul on `threads` threads."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * m * k * n / statistics.median(times)
 
 
 # -- JoeyNMT ------------------------------------------------------------------------------------
@@ -290,7 +243,7 @@ def main() -> None:
     code = git_state()  # the code that runs, before any edit meanwhile
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    square = gemm_flops(args.threads, 2048, 2048, 2048)
+    square = gemm_flops(args.threads, *SQUARE)
     log(f"fp32 2048³ matmul on {args.threads} threads: {square / 1e9:.1f} GFLOP/s")
     ours = {config.stem: measure_ours(config.resolve(), work, args) for config in args.configs}
     for r in ours.values():

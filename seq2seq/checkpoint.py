@@ -19,15 +19,20 @@ log = logging.getLogger(__name__)
 TRAINING_WEIGHTS = "training_state_dict"  # checkpoint key of the weights training goes on from
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint safely (`weights_only=True`); clear errors for bad files."""
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Read a training checkpoint safely (`weights_only=True`); clear errors for bad files.
+
+    `mmap=True` maps the file instead of reading it: tensors are read when touched, so
+    what translation leaves alone (the optimizer's state) costs neither time nor memory.
+    Only for checkpoints that are not overwritten in place while their tensors are in use.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path}: not a PyTorch checkpoint (not a zip archive, or truncated)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # the safe unpickler met a non-plain object
         reason = _unpickler_reason(err)
         raise UserError(

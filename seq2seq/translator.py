@@ -80,7 +80,7 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
         """Load a checkpoint written by `scripts/train.py`: it holds everything needed."""
-        return cls.from_loaded(load_checkpoint(path), path, device)
+        return cls.from_loaded(load_checkpoint(path, mmap=True), path, device)
 
     @classmethod
     def from_checkpoints(
@@ -89,7 +89,8 @@ class Translator:
         """One checkpoint, or several decoded as an ensemble (see seq2seq.ensemble; `rule`
         combines their log-probabilities). Their SentencePiece models must be the same;
         the first checkpoint's output length limit applies, and the shortest `max_len`."""
-        return cls.from_all_loaded([(load_checkpoint(p), p) for p in paths], device, rule)
+        loaded = [(load_checkpoint(p, mmap=True), p) for p in paths]
+        return cls.from_all_loaded(loaded, device, rule)
 
     @classmethod
     def from_loaded(cls, checkpoint: dict[str, Any], path: str | Path, device: str) -> "Translator":

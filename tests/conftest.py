@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny parallel corpus, a tiny trained model, fixed seeds, a live server."""
+"""Shared fixtures: a tiny parallel corpus, a tiny trained model, fixed seeds, a live server,
+the benchmark scripts as modules."""
 
+import importlib.util
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from seq2seq.cli.train import fit_and_test
 from seq2seq.demo import write_demo_corpus
 
 MULTI30K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multi30k"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +39,19 @@ def multi30k() -> Path:
     if not (MULTI30K / "train.de.gz").exists():
         pytest.skip("../shared/data/multi30k is absent")
     return MULTI30K.resolve()
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package on pytest's path)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 def _tiny_run_args(corpus: Path, out: Path, *extra: str) -> list[str]:

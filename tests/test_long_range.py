@@ -1,23 +1,17 @@
 """benchmarks/long_range.py: its tasks, and a tiny grid end to end."""
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "long_range.py"
-
 
 @pytest.fixture(scope="module")
-def long_range() -> ModuleType:
-    """The benchmark as a module (benchmarks/ is not a package that pytest puts on the path)."""
-    spec = importlib.util.spec_from_file_location("long_range", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def long_range(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("long_range")
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def score(args: argparse.Namespace) -> list[CorpusScore]:
     if args.checkpoint is not None:
         sources = read_text_lines(args.src)
         check_line_counts(args.src, sources, references)
-        loaded = [(load_checkpoint(path), path) for path in args.checkpoint]
+        loaded = [(load_checkpoint(path, mmap=True), path) for path in args.checkpoint]
         translator = Translator.from_all_loaded(loaded, args.device, args.ensemble_rule)
         hypotheses = translator.translate(sources, **decoding)
         if tokenize is None:  # the BLEU tokenizer of the (first) model's validation

@@ -21,7 +21,7 @@ ARCHITECTURE = (
 
 def describe_model(paths: list[str], settings: Settings, name: str | None = None) -> ModelInfo:
     """The model of `paths` (an ensemble when several); `name` defaults to theirs."""
-    members = [describe_checkpoint(load_checkpoint(path), path) for path in paths]
+    members = [describe_checkpoint(load_checkpoint(path, mmap=True), path) for path in paths]
     first = members[0]
     return ModelInfo(
         name=name or "+".join(default_name(path) for path in paths),
