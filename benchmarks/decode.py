@@ -121,29 +121,37 @@ def count_ours(ckpt: Path, src: Path, work: Path, beam: int, args: argparse.Name
 # -- running and reporting -------------------------------------------------------------------
 
 
-def decode_both_modes(
-    side: str, decode: Callable[[Path, int], dict], work: Path, refs: list[str], args
-) -> list[dict]:
-    """Greedy and beam runs of one side, each `decode(out_dir, beam)` `args.repeats` times.
+Decode = Callable[[Path, int], dict]  # (output folder, beam size) -> figures of one decoding
+
+
+def decode_both_modes(sides: dict[str, Decode], work: Path, refs: list[str], args) -> list[dict]:
+    """Greedy and beam runs of each side, each `decode(out_dir, beam)` `args.repeats` times,
+    the sides taking turns (so that a machine that slows down or speeds up meanwhile
+    favours none).
 
     The fastest repeat is kept (the machine may be shared); all decoding times are listed.
     """
     runs = []
     for mode, beam in (("greedy", 1), ("beam", args.beam_size)):
-        out = work / "decode" / f"{side}-{mode}"
-        out.mkdir(parents=True, exist_ok=True)
-        log(f"decoding {len(refs)} sentences with {side}, {mode} (beam {beam}) x{args.repeats}")
-        repeats = [decode(out, beam) for _ in range(args.repeats)]
-        run = {"side": side, "mode": mode, "beam_size": beam}
-        run |= min(repeats, key=lambda r: r["decode_s"])
-        run["decode_s_all"] = [round(r["decode_s"], 2) for r in repeats]
-        hyps = read_lines(out / "hyp.en")
-        assert len(hyps) == len(refs), f"{out / 'hyp.en'}: {len(hyps)} lines for {len(refs)}"
-        run["sentences"] = len(refs)
-        run["sent_per_s"] = len(refs) / run["decode_s"]
-        run["mean_len_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
-        run["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
-        runs.append({k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()})
+        outs = {side: work / "decode" / f"{side}-{mode}" for side in sides}
+        repeats: dict[str, list[dict]] = {side: [] for side in sides}
+        names = ", ".join(sides)
+        log(f"decoding {len(refs)} sentences with {names}, {mode} (beam {beam}) x{args.repeats}")
+        for _ in range(args.repeats):
+            for side, decode in sides.items():
+                outs[side].mkdir(parents=True, exist_ok=True)
+                repeats[side].append(decode(outs[side], beam))
+        for side, out in outs.items():
+            run = {"side": side, "mode": mode, "beam_size": beam}
+            run |= min(repeats[side], key=lambda r: r["decode_s"])
+            run["decode_s_all"] = [round(r["decode_s"], 2) for r in repeats[side]]
+            hyps = read_lines(out / "hyp.en")
+            assert len(hyps) == len(refs), f"{out / 'hyp.en'}: {len(hyps)} lines for {len(refs)}"
+            run["sentences"] = len(refs)
+            run["sent_per_s"] = len(refs) / run["decode_s"]
+            run["mean_len_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
+            run["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
+            runs.append({k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()})
     return runs
 
 
@@ -340,21 +348,22 @@ def main() -> None:
     extra |= {"training": training, "decoding": decoding}
     del checkpoint
 
-    runs = []
+    sides: dict[str, Decode] = {}
     for precision in dict.fromkeys(args.precision):
 
         def ours(out: Path, beam: int, precision: str = precision) -> dict:
             return decode_ours(ckpt, src_file, out, beam, precision, args)
 
-        runs += decode_both_modes(OURS[precision], ours, work, refs, args)
+        sides[OURS[precision]] = ours
     if args.baseline:
         commit, root = export_baseline(args.baseline, work)
 
         def baseline(out: Path, beam: int) -> dict:
             return decode_ours(ckpt, src_file, out, beam, "32", args, root)
 
-        runs += decode_both_modes("baseline", baseline, work, refs, args)
+        sides["baseline"] = baseline
         extra["baseline_code"] = commit
+    runs = decode_both_modes(sides, work, refs, args)
     if args.compare_joeynmt:
         python = ensure_joeynmt()
         model_dir = args.joeynmt_model_dir
@@ -377,7 +386,7 @@ def main() -> None:
                 python, model_dir, src_file, out, beam, batch, args.threads, args.joeynmt_checkpoint
             )
 
-        runs += decode_both_modes("joeynmt", joey, work, refs, args)
+        runs += decode_both_modes({"joeynmt": joey}, work, refs, args)
     if "32" in args.precision:
         extra["gemm_rates"] = add_roofline(runs, ckpt, src_file, work, args)
     if args.baseline:
