@@ -134,12 +134,13 @@ def decode_both_modes(sides: dict[str, Decode], work: Path, refs: list[str], arg
     runs = []
     for mode, beam in (("greedy", 1), ("beam", args.beam_size)):
         outs = {side: work / "decode" / f"{side}-{mode}" for side in sides}
+        for out in outs.values():
+            out.mkdir(parents=True, exist_ok=True)
         repeats: dict[str, list[dict]] = {side: [] for side in sides}
         names = ", ".join(sides)
         log(f"decoding {len(refs)} sentences with {names}, {mode} (beam {beam}) x{args.repeats}")
         for _ in range(args.repeats):
             for side, decode in sides.items():
-                outs[side].mkdir(parents=True, exist_ok=True)
                 repeats[side].append(decode(outs[side], beam))
         for side, out in outs.items():
             run = {"side": side, "mode": mode, "beam_size": beam}
