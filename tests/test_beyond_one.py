@@ -1,0 +1,48 @@
+"""benchmarks/beyond_one.py's summary: each kind's mean, paired gains, each ensemble's verdict."""
+
+import pytest
+
+
+def _decoding(kind: str, seed: int | None, bleu: float, decode_s: float) -> dict:
+    return {"kind": kind, "seed": seed, "bleu": bleu, "chrf": bleu + 20.0, "decode_s": decode_s}
+
+
+@pytest.fixture
+def decodings() -> list[dict]:
+    return [
+        _decoding("single", 1, 39.0, 6.0),
+        _decoding("average", 1, 39.5, 6.0),
+        _decoding("ema", 1, 39.2, 5.0),
+        _decoding("single", 2, 38.0, 6.0),
+        _decoding("average", 2, 38.1, 6.0),
+        _decoding("ema", 2, 39.4, 7.0),
+        _decoding("ensemble", None, 40.0, 18.0),
+        _decoding("ensemble-ema", None, 41.3, 24.0),
+    ]
+
+
+def test_summary_pairs_each_kind_with_single_by_seed(load_benchmark, decodings):
+    summary = load_benchmark("beyond_one").summarize(decodings)
+
+    assert summary["single"]["bleu_mean"] == pytest.approx(38.5)
+    assert summary["single"]["bleu_sd"] == pytest.approx(0.71, abs=0.01)  # sd of 39, 38
+    assert summary["average"]["minus_single_mean"] == pytest.approx(0.3)  # +0.5, +0.1
+    assert summary["ema"]["minus_single_mean"] == pytest.approx(0.8)  # +0.2, +1.4
+    assert "minus_single_mean" not in summary["single"]
+    assert "minus_single_mean" not in summary["ensemble-ema"]
+    assert summary["ensemble"]["bleu_sd"] is None  # one decoding
+
+
+def test_each_ensemble_is_set_against_its_own_members(load_benchmark, decodings):
+    beyond_one = load_benchmark("beyond_one")
+    summary = beyond_one.summarize(decodings)
+
+    plain = beyond_one.ensemble_verdict("ensemble", summary, decodings)
+    ema = beyond_one.ensemble_verdict("ensemble-ema", summary, decodings)
+
+    assert plain["members"] == "single"
+    assert plain["gain"] == pytest.approx(1.5) and plain["gain_met"]  # 40.0 - 38.5
+    assert plain["slowdown"] == pytest.approx(3.0) and plain["slowdown_met"]  # 18 / 6
+    assert not plain["bleu_met"]  # 40.0 < 41.0
+    assert ema["gain"] == pytest.approx(2.0) and ema["bleu_met"]  # 41.3 - 39.3
+    assert ema["slowdown"] == pytest.approx(4.0) and not ema["slowdown_met"]  # 24 / 6
