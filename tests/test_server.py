@@ -285,6 +285,46 @@ def test_batcher_token_budget_closes_a_batch() -> None:
     assert calls == [3, 3, 1]
 
 
+def test_batcher_waits_only_while_requests_come_concurrently() -> None:
+    """A lone client's first request waits the window and gathers nobody; its next ones
+    are decoded at once. Requests that queue while the worker is busy are batched."""
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def decode(sentences: list[str], options: None) -> list[str]:
+        calls.append(list(sentences))
+        if sentences == ["held"]:
+            release.wait(timeout=10)
+        return sentences
+
+    async def run() -> list[float]:
+        batcher = Batcher(decode, window_s=1.0, max_tokens=100, max_queue=10)
+        batcher.start()
+        took = []
+        try:
+            for sentence in ("first", "second", "third"):
+                start = time.monotonic()
+                await batcher.submit([sentence], None, tokens=1, timeout=10)
+                took.append(time.monotonic() - start)
+            held = asyncio.ensure_future(batcher.submit(["held"], None, tokens=1, timeout=10))
+            while calls[-1] != ["held"]:
+                await asyncio.sleep(0.01)
+            queued = [batcher.submit([s], None, tokens=1, timeout=10) for s in ("x", "y")]
+            queued_futures = [asyncio.ensure_future(q) for q in queued]
+            while batcher.waiting < 2:
+                await asyncio.sleep(0.01)
+            release.set()
+            await asyncio.gather(held, *queued_futures)
+        finally:
+            await asyncio.to_thread(batcher.stop)
+        return took
+
+    took = asyncio.run(run())
+    assert took[0] >= 1.0  # no batch yet: the first request waits the window
+    assert took[1] < 0.5 and took[2] < 0.5  # the window gathered nobody: no more waiting
+    assert calls == [["first"], ["second"], ["third"], ["held"], ["x", "y"]]
+
+
 def test_batcher_refuses_what_the_queue_cannot_hold() -> None:
     async def run() -> None:
         batcher = Batcher(lambda s, o: s, window_s=0, max_tokens=1, max_queue=2)  # not started

@@ -1,9 +1,11 @@
 """Cross-request batching: one worker thread owns the model, the event loop only waits.
 
 A request's sentences go on a queue as one job. The worker takes the oldest job, adds
-the jobs that arrive within `window_s` of it (or are already waiting, when it was busy)
-until `max_tokens`, decodes them with one call per set of decoding options, and hands
-each request its own slice of the results through its event loop.
+the jobs already waiting and, while requests come concurrently, those that arrive within
+`window_s` of taking it, until `max_tokens`; it decodes them with one call per set of
+decoding options and hands each request its own slice of the results through its event
+loop. Requests come concurrently when the last batch had more than one job or jobs
+queued while the worker was busy; a lone client, one request at a time, never waits.
 """
 
 import asyncio
@@ -32,7 +34,6 @@ class Job:
     sentences: list[str]
     options: Hashable  # requests with equal options are decoded in one call
     tokens: int  # its share of a batch's token budget
-    arrived: float  # time.monotonic()
     deadline: float  # after this nobody waits for the results: the worker skips the job
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -43,7 +44,8 @@ class Batcher:
 
     Args:
         decode: runs the model; called on the worker thread only.
-        window_s: how long after a job arrives the worker waits for more to join it.
+        window_s: how long after taking a job the worker waits for more to join it, while
+            requests come concurrently.
         max_tokens: a batch stops gathering jobs once their tokens reach this.
         max_queue: sentences that may wait; beyond that `submit` raises QueueFull.
         batching: False decodes one job at a time, in order of arrival.
@@ -65,6 +67,7 @@ class Batcher:
         self.decoded = 0  # sentences decoded so far
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting = 0  # sentences in the queue
+        self._concurrent = True  # until a batch shows otherwise
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="seq2seq-decoder", daemon=True)
 
@@ -91,8 +94,8 @@ class Batcher:
         """The results for `sentences`, in order; QueueFull, or asyncio.TimeoutError
         after `timeout` seconds."""
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        job = Job(sentences, options, tokens, now, now + timeout, loop.create_future(), loop)
+        deadline = time.monotonic() + timeout
+        job = Job(sentences, options, tokens, deadline, loop.create_future(), loop)
         with self._lock:
             if self._waiting + len(sentences) > self.max_queue:
                 raise QueueFull
@@ -114,9 +117,11 @@ class Batcher:
         return job
 
     def _gather(self, first: Job) -> list[Job]:
-        """`first` and the jobs that join it within its window, up to the token budget."""
+        """`first`, the jobs waiting, and, while requests come concurrently, those that join
+        within the window; up to the token budget."""
         jobs, tokens = [first], first.tokens
-        closes = first.arrived + self.window_s
+        concurrent = self._concurrent or not self._queue.empty()
+        closes = time.monotonic() + (self.window_s if concurrent else 0.0)
         while self.batching and tokens < self.max_tokens:
             try:
                 job = self._take(max(closes - time.monotonic(), 0.0))
@@ -127,6 +132,7 @@ class Batcher:
                 break
             jobs.append(job)
             tokens += job.tokens
+        self._concurrent = len(jobs) > 1
         return jobs
 
     def _decode_group(self, jobs: list[Job]) -> None:
