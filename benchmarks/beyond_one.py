@@ -18,6 +18,10 @@ test_2016_flickr with beam 5, sacrebleu on the detokenized, cased output:
 
 Each ensemble is set against the mean of its own members (single, average, ema).
 
+Equal time holds only while the machine runs at one speed: each run records a 2048³
+matmul's GFLOP/s before it starts, and the report also compares the runs at equal
+updates (each run's validation BLEU at the fewest updates any run made, from its log).
+
 Each decoding runs in a fresh process, timed from its first sentence to its last. Runs
 finished by a former invocation (as many minutes) are kept in `--work-dir` and reused,
 so the measurement can be made in pieces. Output: a table of every decoding, a summary
@@ -26,6 +30,7 @@ then one JSON line.
 """
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -50,6 +55,7 @@ from benchmarks.common import (
     translate_timed,
     write_test_set,
 )
+from benchmarks.roofline import SQUARE, gemm_flops
 from seq2seq.checkpoint import run_checkpoints
 
 CONFIG = REPO / "configs" / "multi30k_best.yaml"
@@ -68,6 +74,7 @@ def train_run(work: Path, kind: str, seed: int, args: argparse.Namespace) -> dic
         overrides += ["--checkpoint.save_top_k", args.top_k]
         if kind == "ema":
             overrides += ["--model.ema_decay", args.ema_decay]
+        matmul = gemm_flops(args.threads, *SQUARE) / 1e9  # the machine's speed now
         trained = train_ours(run, CONFIG, args.minutes, overrides)
         last = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
         return {
@@ -76,10 +83,29 @@ def train_run(work: Path, kind: str, seed: int, args: argparse.Namespace) -> dic
             "updates": last["global_step"],
             "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
             "others_cpu_s": trained["others_cpu_s"],
+            "matmul_gflop_s": round(matmul, 1),
             "checkpoints": str(run / "checkpoints"),
         }
 
     return saved_or_new(run, args, make)
+
+
+def validation_at(trained: list[dict]) -> dict[str, Any]:
+    """Each run's validation BLEU at the fewest updates any run made (its last validation
+    at or before them), and per kind their mean and sd."""
+    updates = min(t["updates"] for t in trained)
+    by_kind: dict[str, list[float]] = {}
+    for t in trained:
+        logs = sorted(Path(t["checkpoints"]).parent.glob("lightning_logs/version_*/metrics.csv"))
+        with open(logs[-1]) as f:
+            rows = [r for r in csv.DictReader(f) if r["val_bleu"] and int(r["step"]) <= updates]
+        t["val_bleu_at_equal_updates"] = round(float(rows[-1]["val_bleu"]), 2)
+        by_kind.setdefault(t["kind"], []).append(t["val_bleu_at_equal_updates"])
+    found: dict[str, Any] = {"updates": updates}
+    for kind, scores in by_kind.items():
+        mean, sd = mean_sd(scores)
+        found[kind] = {"mean": round(mean, 2), "sd": sd and round(sd, 2)}
+    return found
 
 
 def averaged(run: dict, args: argparse.Namespace) -> Path:
@@ -150,7 +176,20 @@ def ensemble_verdict(
 
 def report(trained: list[dict], decodings: list[dict], figures: dict[str, Any]) -> None:
     """The tables and verdicts; then one JSON line."""
-    print_table(["run", "updates", "train s", "others CPU s", "code"], list(map(_run_row, trained)))
+    at_equal = validation_at(trained)
+    header = ["run", "updates", "train s", "others CPU s", "2048³ GFLOP/s", "code"]
+    print_table(
+        [*header, f"val BLEU at {at_equal['updates']} updates"], list(map(_run_row, trained))
+    )
+    print(
+        f"at {at_equal['updates']} updates: "
+        + ", ".join(
+            f"{kind} val BLEU {_mean_sd_text(f['mean'], f['sd'])}"
+            for kind, f in at_equal.items()
+            if kind != "updates"
+        )
+    )
+    figures["at_equal_updates"] = at_equal
     print()
     header = ["decoding", "kind", "seed", "test BLEU", "chrF", "decode s"]
     print_table(header, list(map(_decoding_row, decodings)))
@@ -175,7 +214,8 @@ def report(trained: list[dict], decodings: list[dict], figures: dict[str, Any]) 
 
 def _run_row(t: dict) -> list[str]:
     name = f"{t['kind']}-seed{t['seed']}"
-    return [name, str(t["updates"]), f"{t['train_s']:.0f}", f"{t['others_cpu_s']:.0f}", t["code"]]
+    times = [f"{t['train_s']:.0f}", f"{t['others_cpu_s']:.0f}", str(t.get("matmul_gflop_s", "-"))]
+    return [name, str(t["updates"]), *times, t["code"], f"{t['val_bleu_at_equal_updates']:.2f}"]
 
 
 def _decoding_row(d: dict) -> list[str]:

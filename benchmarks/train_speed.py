@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                       # our four Multi30k configs
     python benchmarks/train_speed.py --compare-joeynmt     # ... and JoeyNMT, GRU + Bahdanau
     python benchmarks/train_speed.py --configs configs/multi30k_gru_bahdanau.yaml --steps 20
+    python benchmarks/train_speed.py --baseline REV        # and the code of commit REV
 
 Each config trains in a fresh process through `scripts/train.py`'s own CLI and
 Trainer (optimizer, clipping and logging included; no validation) for `--warmup`
@@ -25,7 +26,10 @@ per batch size of its recipes (`--joeynmt-batches`: 2,000 and 4,096 tokens, 80
 sentences), for a fixed number of updates without validation. It logs real target
 tokens/s (EOS included) every 10 updates; the median after the first interval is
 compared with ours counted the same way, and the ratio is taken against its
-fastest batch size. Output: a table, then one JSON line with every figure.
+fastest batch size. `--baseline REV` trains each config with the code of commit REV
+too (`seq2seq/` and `benchmarks/` extracted from git), the two taking turns, and prints
+ours over its tokens/s and both peak RSS. Output: a table, then one JSON line with
+every figure.
 """
 
 import argparse
@@ -40,7 +44,16 @@ import sentencepiece as spm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import MULTI30K, REPO, child_env, git_state, log, print_table, run_measured
+from benchmarks.common import (
+    MULTI30K,
+    REPO,
+    child_env,
+    export_baseline,
+    git_state,
+    log,
+    print_table,
+    run_measured,
+)
 from benchmarks.joeynmt_peer import (
     RECIPE_BATCHES,
     batch_label,
@@ -69,7 +82,6 @@ JOEY_LOG_EVERY = 10  # updates between its "Tokens per Sec" lines
 def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     """Train `config` for warmup + steps updates; print the figures as one JSON line."""
     from benchmarks.training_child import StepClock, short_run
-    from seq2seq.loss import smoothed_cross_entropy
 
     cli = short_run(config, out_dir, int(warmup) + int(steps) + 1, [])
     clock = StepClock()
@@ -83,13 +95,11 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     target = [clock.tokens[i][1] for i in timed]
     batch = clock.last_batch
     model = cli.model.model.train()
-    with counting() as (counter, gemms):
-        logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
-        loss, _ = smoothed_cross_entropy(
-            logits.flatten(0, 1),
-            batch["tgt_out"].flatten(),
-            smoothing=cli.model.hparams.label_smoothing,
-            pad_id=model.pad_id,
+    with counting() as (counter, gemms):  # the training step's forward and backward
+        outputs = model.features(batch["src"], batch["src_lengths"], batch["tgt_in"])
+        smoothing = cli.model.hparams.label_smoothing
+        loss, _ = model.decoder.losses(
+            outputs, batch["tgt_out"], smoothing=smoothing, pad_id=model.pad_id
         )
         loss.backward()
     figures = {
@@ -108,12 +118,16 @@ def measure_child(config: str, warmup: str, steps: str, out_dir: str) -> None:
     print(json.dumps(figures))
 
 
-def measure_ours(config: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    out = work / config.stem
+def measure_ours(
+    config: Path, out: Path, args: argparse.Namespace, root: Path = REPO
+) -> dict[str, Any]:
+    """Train `config` in a child running the code of `root` (this checkout, or a --baseline's)."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, __file__, "_measure", config, args.warmup, args.steps, out]
-    log(f"training {config.name}: {args.warmup} warm-up + {args.steps} timed updates")
-    env = child_env(args.threads, ours=True)
+    script = root / "benchmarks" / "train_speed.py"
+    cmd = [sys.executable, script, "_measure", config, args.warmup, args.steps, out]
+    side = "" if root == REPO else f" with the code of {root.name}"
+    log(f"training {config.name}{side}: {args.warmup} warm-up + {args.steps} timed updates")
+    env = child_env(args.threads, ours=True) | {"PYTHONPATH": str(root)}
     measured = run_measured(cmd, out / "train.log", stdout=out / "result.json", env=env)
     last_line = (out / "result.json").read_text().strip().splitlines()[-1]
     return json.loads(last_line) | measured
@@ -211,9 +225,42 @@ def report(ours: dict[str, dict], joey: dict | None, square: float, extra: dict)
         )
         figures |= {"joeynmt": joey, "joeynmt_fastest": fastest, "ratio": round(ratio, 2)}
         figures["joeynmt_tgt_tok_s"] = round(joey[fastest]["tgt_tok_s_median"])
+    if "against_baseline" in extra:
+        _print_baseline(extra["against_baseline"])
     for key, value in extra.items():
         print(f"{key}: {json.dumps(value)}")
     print(json.dumps(figures | extra, default=str))
+
+
+def against_baseline(
+    ours: dict[str, dict], baseline: dict[str, dict], square: float, commit: str
+) -> dict[str, Any]:
+    """Per config, ours over the baseline's tokens/s, its roofline fraction, both peak RSS."""
+    found: dict[str, Any] = {"code": commit}
+    for name, r in ours.items():
+        base = baseline[name]
+        base_roofline = base["tok_s_median"] * base["flops_per_token"]
+        found[name] = {
+            "tok_s": [round(r["tok_s_median"]), round(base["tok_s_median"])],
+            "ratio": round(r["tok_s_median"] / base["tok_s_median"], 2),
+            "baseline_roofline_fraction": round(
+                base_roofline / max(square, base["gemm_flop_s"]), 3
+            ),
+            "peak_rss_mib": [round(r["peak_rss_mib"]), round(base["peak_rss_mib"])],
+        }
+    return found
+
+
+def _print_baseline(found: dict[str, Any]) -> None:
+    commit = found["code"]
+    header = ["config", "ours tok/s", f"{commit} tok/s", "ours/its", f"{commit} roofline"]
+    rows = []
+    for name, f in found.items():
+        if name != "code":
+            rows.append([name, *map(str, f["tok_s"]), f"{f['ratio']:.2f}x"])
+            rss = " / ".join(map(str, f["peak_rss_mib"]))
+            rows[-1] += [f"{f['baseline_roofline_fraction']:.0%}", rss]
+    print_table([*header, "peak RSS MiB ours / its"], rows)
 
 
 def parse_args() -> argparse.Namespace:
@@ -235,6 +282,7 @@ def parse_args() -> argparse.Namespace:
         "--joeynmt-logs", type=int, default=4, help=f"its timed intervals of {JOEY_LOG_EVERY}"
     )
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--baseline", metavar="REV", help="train with the code of commit REV too")
     return p.parse_args()
 
 
@@ -245,17 +293,27 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     square = gemm_flops(args.threads, *SQUARE)
     log(f"fp32 2048³ matmul on {args.threads} threads: {square / 1e9:.1f} GFLOP/s")
-    ours = {config.stem: measure_ours(config.resolve(), work, args) for config in args.configs}
-    for r in ours.values():
+    roots = {"ours": REPO}
+    if args.baseline:
+        commit, roots["baseline"] = export_baseline(args.baseline, work)
+    measured: dict[str, dict[str, dict]] = {side: {} for side in roots}
+    for i, config in enumerate(args.configs):
+        for side in list(roots)[:: 1 if i % 2 == 0 else -1]:  # the sides take turns
+            out = work / config.stem if side == "ours" else work / roots[side].name / config.stem
+            measured[side][config.stem] = measure_ours(config.resolve(), out, args, roots[side])
+    for r in (r for runs in measured.values() for r in runs.values()):
         r["gemm_flop_s"] = gemm_flops(args.threads, *r["largest_gemm"])
+    ours = measured["ours"]
     joey = None
     if args.compare_joeynmt:
         spm_file = work / CONFIGS[0].stem / "spm.model"
         if not spm_file.exists():
             raise SystemExit(f"--compare-joeynmt needs {CONFIGS[0]} among --configs")
         joey = measure_joeynmt(work, spm_file, args)
-    extra = {"threads": args.threads, "warmup": args.warmup, "steps": args.steps}
-    report(ours, joey, square, extra | {"code": code})
+    extra = {"threads": args.threads, "warmup": args.warmup, "steps": args.steps, "code": code}
+    if args.baseline:
+        extra["against_baseline"] = against_baseline(ours, measured["baseline"], square, commit)
+    report(ours, joey, square, extra)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ attentional vector is fed to the next step:
 In all, p(y_t) = softmax(W_out dropout(o_t)); attend() scores by `seq2seq.attention`.
 """
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from seq2seq.attention import Attention, AttentionScore
 from seq2seq.encoder import Cell, make_rnn
 from seq2seq.errors import UserError
+from seq2seq.loss import projected_cross_entropy
 from seq2seq.precision import run_rnn
 
 AttentionType = Literal["none", "bahdanau", "luong"]
@@ -129,6 +130,10 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: DecoderState) -> Tensor:
         """Teacher-forced decoding: (B, T) previous tokens -> (B, T, V) logits."""
+        return self.logits(self.features(tgt_in, memory, state))
+
+    def features(self, tgt_in: Tensor, memory: Memory, state: DecoderState) -> Tensor:
+        """Teacher-forced decoding: (B, T) previous tokens -> (B, T, H) outputs (see `logits`)."""
         embedded = self.dropout(self.embed(tgt_in))  # (B, T, E)
         if self.kind == "none":
             outputs, _ = self._fixed_context_steps(embedded, memory, state)  # (B, T, H)
@@ -146,11 +151,19 @@ class Decoder(nn.Module):
                 contexts.append(context)
             stacked = torch.stack(states, dim=1), torch.stack(contexts, dim=1)  # (B, T, H|D)
             outputs = self._deep_output(*stacked, embedded)  # (B, T, H), one GEMM for all T
-        return self.logits(outputs)  # (B, T, V)
+        return outputs
 
     def logits(self, outputs: Tensor) -> Tensor:
         """(..., H) decoder outputs -> (..., V) next-token logits."""
         return self.output(self.dropout(outputs))
+
+    def losses(self, outputs: Tensor, targets: Tensor, **options: Any) -> tuple[Tensor, Tensor]:
+        """(B, T, H) outputs and (B, T) next tokens -> the summed label-smoothed loss and NLL
+        of their logits, without holding the (B, T, V) logits (projected_cross_entropy,
+        which takes `options`)."""
+        hidden = self.dropout(outputs).flatten(0, 1)  # (B*T, H)
+        projection = self.output.weight, self.output.bias
+        return projected_cross_entropy(hidden, *projection, targets.flatten(), **options)
 
     def step(
         self, prev_tokens: Tensor, memory: Memory, state: DecoderState

@@ -10,6 +10,11 @@ logits is p - q. Computing it directly needs one (N, V) log-softmax forward and 
 exp backward, where autograd through `cross_entropy` keeps several (N, V) temporaries
 (log-softmax, its backward, the smoothing term's gradient), each a pass over N×V
 floats.
+
+`projected_cross_entropy` goes one step further for training: it takes the decoder's
+outputs and the output projection instead of the logits, and computes the loss a chunk
+of rows at a time, with each chunk's share of the gradients (the same GEMMs that the
+projection's backward would run), so that the (N, V) logits never exist at once.
 """
 
 import torch
@@ -31,15 +36,14 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (N, V)
         real = targets != pad_id  # (N,)
-        nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
-        kept = log_probs.size(1) - excluded.numel()  # ids that get smoothing mass
-        summed = log_probs.sum(dim=1) - log_probs.index_select(1, excluded).sum(dim=1)  # (N,)
-        uniform = -summed / kept  # (N,) cross-entropy against ε/K on the K kept ids
-        smoothed = (1 - smoothing) * nll + smoothing * uniform  # (N,)
+        smoothed, nll = _row_losses(log_probs, targets, real, smoothing, excluded)
         ctx.save_for_backward(log_probs, targets, real, excluded)
-        ctx.smoothing, ctx.kept, ctx.logits_dtype = smoothing, kept, logits.dtype
-        zero = smoothed.new_zeros(())
-        return torch.where(real, smoothed, zero).sum(), torch.where(real, nll, zero).sum()
+        ctx.smoothing, ctx.kept, ctx.logits_dtype = (
+            smoothing,
+            _kept(log_probs, excluded),
+            logits.dtype,
+        )
+        return smoothed.sum(), nll.sum()
 
     @staticmethod
     @once_differentiable
@@ -62,6 +66,100 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         return grad.to(ctx.logits_dtype), None, None, None, None
 
 
+class _ProjectedCrossEntropy(torch.autograd.Function):
+    """(N, H) outputs, (V, H) weight, (V,) bias, (N,) targets -> summed smoothed loss and
+    summed NLL over non-pad tokens, `chunk` rows of logits at a time."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        targets: Tensor,
+        smoothing: float,
+        pad_id: int,
+        excluded: Tensor,
+        chunk: int,
+    ) -> tuple[Tensor, Tensor]:
+        real = targets != pad_id  # (N,)
+        needs_grad = any(ctx.needs_input_grad[:3])
+        # The probabilities' terms of the gradients (real rows only): p·W for hidden's,
+        # Σ_rows p·h for weight's, Σ_rows p for bias's.
+        hidden_part: list[Tensor] = []  # (n, H) per chunk
+        weight_part = torch.zeros(weight.shape, device=weight.device)  # (V, H)
+        bias_part = torch.zeros(bias.shape, device=bias.device)  # (V,)
+        smoothed_sum = nll_sum = torch.zeros((), device=hidden.device)
+        for start in range(0, hidden.size(0), chunk):
+            rows = slice(start, start + chunk)
+            logits = torch.addmm(bias, hidden[rows], weight.t())  # (n, V)
+            log_probs = torch.log_softmax(logits.float(), dim=1)  # (n, V)
+            del logits
+            smoothed, nll = _row_losses(log_probs, targets[rows], real[rows], smoothing, excluded)
+            smoothed_sum, nll_sum = smoothed_sum + smoothed.sum(), nll_sum + nll.sum()
+            if needs_grad:
+                probs = log_probs.exp_().mul_(real[rows].unsqueeze(1))  # (n, V), pad rows 0
+                hidden_part.append(probs.to(weight.dtype) @ weight)
+                weight_part.add_(probs.t().to(hidden.dtype) @ hidden[rows])
+                bias_part.add_(probs.sum(dim=0))
+        if needs_grad:
+            ctx.save_for_backward(hidden, weight, targets, excluded)
+            ctx.real, ctx.hidden_part = real, torch.cat(hidden_part)
+            ctx.weight_part, ctx.bias_part = weight_part, bias_part
+            ctx.smoothing, ctx.kept = smoothing, weight.size(0) - excluded.numel()
+        return smoothed_sum, nll_sum
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: FunctionCtx, grad_smoothed: Tensor, grad_nll: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None]:
+        hidden, weight, targets, excluded = ctx.saved_tensors
+        # d(loss)/d(logits) = gs·(p - q) + gn·(p - onehot(y)) at real rows (q as above)
+        # = (gs + gn)·p - gs·ε/K on the kept ids - (gs·(1 - ε) + gn)·onehot(y); each term
+        # times W for hidden's gradient, times h for weight's, summed over rows for bias's.
+        at_probs = grad_smoothed + grad_nll
+        at_kept = grad_smoothed * ctx.smoothing / ctx.kept
+        at_target = grad_smoothed * (1 - ctx.smoothing) + grad_nll
+        kept = torch.ones_like(ctx.bias_part)  # (V,)
+        kept[excluded] = 0
+        real = ctx.real.float().unsqueeze(1)  # (N, 1)
+        real_hidden = hidden.float() * real  # (N, H)
+        weight32 = weight.float()
+        grad_hidden = at_probs * ctx.hidden_part.float() - real * (
+            at_kept * (kept @ weight32) + at_target * weight32[targets]
+        )  # (N, H)
+        at_targets = torch.zeros_like(ctx.weight_part).index_add_(0, targets, real_hidden)
+        grad_weight = (
+            at_probs * ctx.weight_part
+            - at_kept * kept.unsqueeze(1) * real_hidden.sum(dim=0)
+            - at_target * at_targets
+        )  # (V, H)
+        target_counts = torch.zeros_like(kept).index_add_(0, targets, real.squeeze(1))  # (V,)
+        grad_bias = (
+            at_probs * ctx.bias_part - at_kept * kept * real.sum() - at_target * target_counts
+        )
+        grads = grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype)
+        return *grads, grad_bias.to(weight.dtype), None, None, None, None, None
+
+
+def _row_losses(
+    log_probs: Tensor, targets: Tensor, real: Tensor, smoothing: float, excluded: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(n, V) log-probabilities -> (n,) smoothed loss and (n,) NLL, 0 at pad rows."""
+    nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (n,)
+    summed = log_probs.sum(dim=1) - log_probs.index_select(1, excluded).sum(dim=1)  # (n,)
+    uniform = -summed / _kept(log_probs, excluded)  # (n,) cross-entropy against ε/K on kept ids
+    smoothed = (1 - smoothing) * nll + smoothing * uniform  # (n,)
+    zero = smoothed.new_zeros(())
+    return torch.where(real, smoothed, zero), torch.where(real, nll, zero)
+
+
+def _kept(log_probs: Tensor, excluded: Tensor) -> int:
+    """How many ids get smoothing mass."""
+    return log_probs.size(1) - excluded.numel()
+
+
 def smoothed_cross_entropy(
     logits: Tensor,
     targets: Tensor,
@@ -80,3 +178,23 @@ def smoothed_cross_entropy(
     """
     excluded = torch.tensor(sorted(set(unsmoothed_ids)), dtype=torch.long, device=logits.device)
     return _SmoothedCrossEntropy.apply(logits, targets, smoothing, pad_id, excluded)
+
+
+def projected_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    targets: Tensor,
+    *,
+    smoothing: float,
+    pad_id: int,
+    unsmoothed_ids: tuple[int, ...] = (),
+    chunk: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """`smoothed_cross_entropy` of the logits `hidden @ weight.T + bias` ((N, H), (V, H),
+    (V,)) without holding them: `chunk` rows of (chunk, V) logits at a time, gradients
+    with respect to `hidden`, `weight` and `bias` included."""
+    excluded = torch.tensor(sorted(set(unsmoothed_ids)), dtype=torch.long, device=hidden.device)
+    return _ProjectedCrossEntropy.apply(
+        hidden, weight, bias, targets, smoothing, pad_id, excluded, chunk
+    )

@@ -119,8 +119,13 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced: (B, S) source, (B,) lengths, (B, T) BOS + target -> (B, T, V) logits."""
+        return self.decoder.logits(self.features(src, src_lengths, tgt_in))
+
+    def features(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced, as `forward`, up to the (B, T, H) decoder outputs: what
+        `decoder.logits` projects, and `decoder.losses` scores without (B, T, V) logits."""
         memory, state = self.encode(src, src_lengths)
-        return self.decoder(tgt_in, memory, state)
+        return self.decoder.features(tgt_in, memory, state)
 
 
 def _check_settings(sizes: Mapping[str, int], *, dropout: float) -> None:

@@ -16,7 +16,6 @@ from seq2seq.decoder import AttentionType
 from seq2seq.ema import ExponentialMovingAverage, check_ema_decay
 from seq2seq.encoder import Cell
 from seq2seq.errors import UserError
-from seq2seq.loss import smoothed_cross_entropy
 from seq2seq.metrics import (
     check_bleu_tokenize,
     score_from_statistics,
@@ -146,8 +145,7 @@ class TranslationModule(LightningModule):
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
-        logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
-        smoothed_sum, _, tokens = self._token_losses(logits, batch["tgt_out"])
+        smoothed_sum, _, tokens = self._token_losses(batch)
         # One reduction over the processes: their target tokens, and how many have a
         # non-finite loss (all skip together, or DDP would wait for the others' gradients).
         counts = torch.stack([tokens.to(smoothed_sum), (~smoothed_sum.isfinite()).to(smoothed_sum)])
@@ -238,24 +236,24 @@ class TranslationModule(LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def _token_losses(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Summed label-smoothed loss, summed NLL and the count of non-pad target tokens."""
-        flat_logits, flat_targets = logits.flatten(0, 1), targets.flatten()  # (B*T, V), (B*T,)
-        pad = self.hparams.pad_id
-        smoothed, nll = smoothed_cross_entropy(
-            flat_logits,
-            flat_targets,
+    def _token_losses(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's summed label-smoothed loss, summed NLL and count of non-pad target
+        tokens (teacher-forced)."""
+        outputs = self.model.features(batch["src"], batch["src_lengths"], batch["tgt_in"])
+        pad, targets = self.hparams.pad_id, batch["tgt_out"]  # (B, T)
+        smoothed, nll = self.model.decoder.losses(
+            outputs,
+            targets,
             smoothing=self.hparams.label_smoothing,
             pad_id=pad,
             unsmoothed_ids=(pad, self.hparams.bos_id),
         )
-        return smoothed, nll, (flat_targets != pad).sum()
+        return smoothed, nll, (targets != pad).sum()
 
     def _evaluate_batch(self, batch: Batch, *, beam_size: int) -> None:
         """Add this batch's NLL, token count, references longer than the length limit,
         sentence count and BLEU/chrF statistics to the epoch's totals."""
-        logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
-        _, nll, tokens = self._token_losses(logits, batch["tgt_out"])
+        _, nll, tokens = self._token_losses(batch)
         hp = self.hparams
         limits = {"max_len_a": hp.max_len_a, "max_len_b": hp.max_len_b}
         if beam_size == 1:

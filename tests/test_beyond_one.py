@@ -46,3 +46,25 @@ def test_each_ensemble_is_set_against_its_own_members(load_benchmark, decodings)
     assert not plain["bleu_met"]  # 40.0 < 41.0
     assert ema["gain"] == pytest.approx(2.0) and ema["bleu_met"]  # 41.3 - 39.3
     assert ema["slowdown"] == pytest.approx(4.0) and not ema["slowdown_met"]  # 24 / 6
+
+
+def test_runs_are_compared_at_the_fewest_updates_any_made(load_benchmark, tmp_path):
+    """Each run's last validation at or before the fewest updates, from its CSV log."""
+    trained = []
+    for kind, updates, logged in [
+        ("plain", 200, [(99, "30.0"), (199, "31.0")]),
+        ("ema", 300, [(99, "30.5"), (199, "32.0"), (299, "33.0")]),
+    ]:
+        run = tmp_path / kind
+        log = run / "lightning_logs" / "version_0"
+        log.mkdir(parents=True)
+        rows = ["epoch,step,train_loss,val_bleu", "0,50,2.0,"]
+        rows += [f"{i},{step},,{bleu}" for i, (step, bleu) in enumerate(logged)]
+        (log / "metrics.csv").write_text("\n".join(rows) + "\n")
+        trained.append({"kind": kind, "updates": updates, "checkpoints": str(run / "checkpoints")})
+
+    found = load_benchmark("beyond_one").validation_at(trained)
+
+    assert found["updates"] == 200
+    assert found["plain"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0
+    assert [t["val_bleu_at_equal_updates"] for t in trained] == [31.0, 32.0]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.loss import smoothed_cross_entropy
+from seq2seq.loss import projected_cross_entropy, smoothed_cross_entropy
 
 PAD = 0
 
@@ -73,3 +73,59 @@ def test_smoothing_leaves_out_the_ids_search_never_emits(smoothing: float) -> No
     torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-6, atol=1e-6)
     all_smoothed = explicit_reference(logits, targets, smoothing, [])
     assert not torch.isclose(ref, all_smoothed)  # leaving them out changes the loss
+
+
+@pytest.mark.parametrize("chunk", [5, 12, 64])
+def test_projected_equals_the_loss_of_the_logits(chunk: int) -> None:
+    """Chunked, with the gradients computed in the forward pass: the same sums, and the same
+    gradients with respect to the outputs, the weight and the bias, as autograd through
+    `hidden @ weight.T + bias` and smoothed_cross_entropy (both in float32 inside)."""
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(12, 6, generator=gen, dtype=torch.float64)
+    weight = torch.randn(9, 6, generator=gen, dtype=torch.float64)
+    bias = torch.randn(9, generator=gen, dtype=torch.float64)
+    targets = torch.randint(2, 9, (12,), generator=gen)
+    targets[[0, 7]] = PAD
+    options = {"smoothing": 0.2, "pad_id": PAD, "unsmoothed_ids": (PAD, 1)}
+    upstream = (0.7, -1.3)
+
+    ours_inputs = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    ours = projected_cross_entropy(*ours_inputs, targets, chunk=chunk, **options)
+    (upstream[0] * ours[0] + upstream[1] * ours[1]).backward()
+    ref_inputs = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    ref_h, ref_w, ref_b = ref_inputs
+    ref = smoothed_cross_entropy(ref_h @ ref_w.T + ref_b, targets, **options)
+    (upstream[0] * ref[0] + upstream[1] * ref[1]).backward()
+
+    for got, expected in zip(ours, ref, strict=True):
+        torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+    for got, expected in zip(ours_inputs, ref_inputs, strict=True):
+        torch.testing.assert_close(got.grad, expected.grad, rtol=1e-5, atol=1e-5)
+    assert (ours_inputs[0].grad[[0, 7]] == 0).all()  # padding rows get no gradient
+    with torch.no_grad():  # evaluation: the sums alone
+        torch.testing.assert_close(
+            projected_cross_entropy(hidden, weight, bias, targets, chunk=chunk, **options)[1],
+            ours[1].detach(),
+        )
+
+
+def test_projected_under_bf16_autocast_follows_the_logits_path() -> None:
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(40, 16, generator=gen)
+    linear = torch.nn.Linear(16, 30)
+    targets = torch.randint(1, 30, (40,), generator=gen)
+    options = {"smoothing": 0.1, "pad_id": PAD}
+    grads = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = projected_cross_entropy(
+            hidden, linear.weight, linear.bias, targets, chunk=16, **options
+        )
+        ours[0].backward()
+        grads.append(linear.weight.grad.clone())
+        linear.weight.grad = None
+        ref = smoothed_cross_entropy(linear(hidden), targets, **options)
+        ref[0].backward()
+        grads.append(linear.weight.grad)
+    assert ours[0].dtype == torch.float32 and grads[0].dtype == torch.float32
+    torch.testing.assert_close(ours[0], ref[0], rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(grads[0], grads[1], rtol=5e-2, atol=5e-3)
