@@ -14,24 +14,25 @@ import torch
 from seq2seq.cli.train import fit_and_test
 from seq2seq.datamodule import MARKER, TranslationDataModule
 from seq2seq.errors import UserError
-from seq2seq.system import TranslationModule
+from seq2seq.model import Seq2Seq
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_DEMO = [ROOT / "scripts" / "train.py", "--config", ROOT / "configs" / "demo.yaml"]
 
 
 def poison_training_batches(monkeypatch: pytest.MonkeyPatch, bad: Callable[[int], bool]) -> None:
-    """Make the logits NaN in the training forward passes whose number (from 0) is `bad`."""
-    original, calls = TranslationModule.forward, []
+    """Make the decoder outputs NaN in the training forward passes whose number (from 0)
+    is `bad`."""
+    original, calls = Seq2Seq.features, []
 
-    def forward(self: TranslationModule, *args: torch.Tensor) -> torch.Tensor:
-        logits = original(self, *args)
+    def features(self: Seq2Seq, *args: torch.Tensor) -> torch.Tensor:
+        outputs = original(self, *args)
         if not self.training:
-            return logits
+            return outputs
         calls.append(None)
-        return logits * math.nan if bad(len(calls) - 1) else logits
+        return outputs * math.nan if bad(len(calls) - 1) else outputs
 
-    monkeypatch.setattr(TranslationModule, "forward", forward)
+    monkeypatch.setattr(Seq2Seq, "features", features)
 
 
 def run_args(train_args: Callable[..., list[str]], out: Path) -> list[str]:
