@@ -12,17 +12,22 @@ of wall time): Adam, teacher forcing, no label smoothing, gradient norm clipped 
 Greedy search on a held-out set of the same task and length then gives exact-match and
 token accuracy, and `seq2seq.gradients` the norm of the loss's gradient with respect to
 each encoder state by distance from the end of the source, on a held-out batch. Prints a
-table, writes a PNG grid of those curves, then a JSON last line.
+table, writes a PNG grid of those curves, then a JSON last line. Each model's figures are
+kept in --output-dir/runs and reused by a later invocation with the same settings, so a
+grid can be run in pieces; --jobs trains several models at once, one process each.
 """
 
 import argparse
 import itertools
 import json
 import math
+import multiprocessing
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from seq2seq.gradients import by_distance_from_end, encoder_state_gradient_norms
 from seq2seq.loss import smoothed_cross_entropy
 from seq2seq.model import Seq2Seq
 from seq2seq.search import greedy_search
+from seq2seq.textfiles import atomic_output
 
 SYMBOLS = "0123456789abcdefghij"
 PAD, BOS, EOS = 0, 2, 3  # Seq2Seq's defaults; id 1 (unknown) never occurs
@@ -170,14 +176,75 @@ def measure(run: Run, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cpu_now() -> tuple[float, float]:
-    """CPU seconds so far of the whole machine and of this process."""
-    return cpu_snapshot()[0], time.process_time()
+    """CPU seconds so far of the whole machine, and of this process with its finished
+    children (the workers of --jobs, once joined)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_snapshot()[0], time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _others_cpu_since(start: tuple[float, float]) -> float:
     """CPU seconds that other processes took since `start`: 0 on an idle machine."""
     machine, own = _cpu_now()
     return round(max(machine - start[0] - (own - start[1]), 0.0), 1)
+
+
+def measure_all(points: list[tuple[Run, int]], args: argparse.Namespace) -> dict:
+    """(run, seed) -> its figures: kept ones from --output-dir/runs, the others measured
+    (costliest first, in --jobs worker processes) and kept."""
+    figures = {point: kept for point in points if (kept := _kept(point, args)) is not None}
+    todo = sorted(
+        set(points) - set(figures), key=lambda p: (-p[0].length, p[0].attention == "none")
+    )
+    log(f"{len(figures)} of {len(points)} models kept from {args.output_dir / 'runs'}")
+
+    def finished(point: tuple[Run, int], measured: dict[str, Any]) -> None:
+        figures[point] = measured
+        _keep(point, measured, args)
+        done = len(figures)
+        log(f"{done}/{len(points)} {asdict(point[0])} seed {point[1]}: {measured['exact_match']}")
+
+    if args.jobs == 1:
+        for point in todo:
+            finished(point, measure(*point, args))
+        return figures
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with OpenMP threads
+    with ProcessPoolExecutor(
+        args.jobs, mp_context=spawn, initializer=torch.set_num_threads, initargs=(args.threads,)
+    ) as pool:
+        futures = {pool.submit(measure, *point, args): point for point in todo}
+        for future in as_completed(futures):
+            finished(futures[future], future.result())
+    return figures
+
+
+def _kept_path(point: tuple[Run, int], args: argparse.Namespace) -> Path:
+    run, seed = point
+    name = f"{run.task}-L{run.length}-{run.cell}-{run.attention}-seed{seed}.json"
+    return args.output_dir / "runs" / name
+
+
+def _settings_key(args: argparse.Namespace) -> dict[str, Any]:
+    """What a model's figures depend on (the thread count too, under a time budget)."""
+    key = {name: getattr(args, name) for name in ["steps", "seconds", "batch_size", "lr"]}
+    key |= {"test_size": args.test_size, "model": MODEL, "clip": CLIP, "grad_batch": GRAD_BATCH}
+    return key | ({"threads": args.threads} if args.seconds is not None else {})
+
+
+def _kept(point: tuple[Run, int], args: argparse.Namespace) -> dict[str, Any] | None:
+    """The figures kept for `point` under the same settings, else None."""
+    path = _kept_path(point, args)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record["figures"] if record["settings"] == _settings_key(args) else None
+
+
+def _keep(point: tuple[Run, int], figures: dict[str, Any], args: argparse.Namespace) -> None:
+    path = _kept_path(point, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"settings": _settings_key(args), "code": args.code, "figures": figures}
+    with atomic_output(str(path)) as handle:
+        json.dump(record, handle)
 
 
 def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -277,7 +344,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--output-dir", type=Path, default=REPO / ".cache" / "bench" / "long_range")
     p.add_argument("--quick", action="store_true", help=f"defaults {QUICK} instead")
+    p.add_argument("--jobs", type=int, default=1, help="models trained at once, one process each")
+    p.add_argument("--threads", type=int, help="torch threads per job (default: torch's / jobs)")
     args = p.parse_args(argv)
+    args.threads = args.threads or max(torch.get_num_threads() // args.jobs, 1)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None and not (key == "steps" and args.seconds is not None):
             setattr(args, key, value)
@@ -286,33 +356,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.code = git_state()
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    log(f"torch threads: {torch.get_num_threads()}")
+    if args.jobs == 1:
+        torch.set_num_threads(args.threads)
+    log(f"{args.jobs} job(s) of {args.threads} torch thread(s)")
     for task in args.tasks:
         src, tgt = make_pairs(task, 10, 1, seeded(0, 0))
         log(f"{task}: {to_text(src[0].tolist())} -> {to_text(tgt[0].tolist())}")
     start, wall = _cpu_now(), time.perf_counter()
+    grid = [
+        Run(*p) for p in itertools.product(args.tasks, args.lengths, args.cells, args.attentions)
+    ]
+    figures = measure_all([(run, seed) for run in grid for seed in args.seeds], args)
     results, records = {}, []
-    for point in itertools.product(args.tasks, args.lengths, args.cells, args.attentions):
-        run = Run(*point)
-        per_seed = [measure(run, seed, args) for seed in args.seeds]
+    for run in grid:
+        per_seed = [figures[run, seed] for seed in args.seeds]
         results[run] = summarize(per_seed)
         records.append(to_json(run, results[run], per_seed))
-        log(f"{point}: exact match {_mean_sd(results[run], 'exact_match')}")
     print_results(results)
     plot = args.output_dir / "gradient_flow.png"
     plot_curves(results, args.tasks, args.lengths, plot)
     others = _others_cpu_since(start)
-    threads = torch.get_num_threads()
-    print(f"torch threads: {threads}; other processes took {others} CPU s; plot: {plot}")
+    jobs = f"{args.jobs} job(s) of {args.threads} torch thread(s)"
+    print(f"{jobs}; other processes took {others} CPU s; plot: {plot}")
     settings = vars(args) | {"output_dir": str(args.output_dir)}
     settings |= {"model": MODEL, "clip": CLIP, "grad_batch": GRAD_BATCH, "symbols": SYMBOLS}
-    summary = {"settings": settings, "threads": threads, "others_cpu_s": others}
-    summary |= {
-        "wall_s": round(time.perf_counter() - wall, 1),
-        "code": git_state(),
-        "plot": str(plot),
-    }
+    summary = {"settings": settings, "others_cpu_s": others, "plot": str(plot)}
+    summary |= {"wall_s": round(time.perf_counter() - wall, 1), "code": args.code}
     print(json.dumps(summary | {"results": records}))
 
 

@@ -1,7 +1,9 @@
 """benchmarks/long_range.py: its tasks, and a tiny grid end to end."""
 
 import json
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -57,6 +59,60 @@ def test_tiny_grid(long_range: ModuleType, tmp_path: Path, capsys: pytest.Captur
         assert [r["steps"] for r in result["per_seed"]] == [2, 2]
         assert len(result["grad_by_distance"]) == result["length"]
     assert (tmp_path / "gradient_flow.png").stat().st_size > 0
+
+
+TINY = ["--tasks", "reverse", "--lengths", "3", "5", "--cells", "gru", "--attentions", "none"]
+TINY += ["luong", "--steps", "3", "--test-size", "6", "--batch-size", "4", "--threads", "1"]
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    """Restores torch's thread count, which main() sets for one job."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _results(out: str) -> list[dict]:
+    """The figures of each model in main()'s JSON line, without the timings."""
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    for result in results:
+        for figures in [result, *result["per_seed"]]:
+            for timing in ["train_s", "others_cpu_s"]:
+                figures.pop(timing, None)
+    return results
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_finished_models_are_reused(
+    long_range: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    argv = [*TINY, "--output-dir", str(tmp_path)]
+    long_range.main(argv)
+    first = _results(capsys.readouterr().out)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("a kept model was trained again")
+
+    monkeypatch.setattr(long_range, "measure", no_training)
+    long_range.main(argv)
+    assert _results(capsys.readouterr().out) == first
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: measured anew
+        long_range.main([*argv, "--steps", "4"])
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_jobs_give_the_figures_of_one_process(
+    long_range: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    long_range.main([*TINY, "--output-dir", str(tmp_path / "one")])
+    script = Path(long_range.__file__)
+    argv = [*TINY, "--jobs", "2", "--output-dir", str(tmp_path / "two")]
+    two = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, check=True
+    )
+    assert _results(two.stdout) == _results(capsys.readouterr().out)
 
 
 @pytest.mark.slow
