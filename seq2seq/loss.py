@@ -38,11 +38,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         real = targets != pad_id  # (N,)
         smoothed, nll = _row_losses(log_probs, targets, real, smoothing, excluded)
         ctx.save_for_backward(log_probs, targets, real, excluded)
-        ctx.smoothing, ctx.kept, ctx.logits_dtype = (
-            smoothing,
-            _kept(log_probs, excluded),
-            logits.dtype,
-        )
+        ctx.smoothing, ctx.kept = smoothing, _kept(logits.size(1), excluded)
+        ctx.logits_dtype = logits.dtype
         return smoothed.sum(), nll.sum()
 
     @staticmethod
@@ -87,8 +84,9 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         # The probabilities' terms of the gradients (real rows only): p·W for hidden's,
         # Σ_rows p·h for weight's, Σ_rows p for bias's.
         hidden_part: list[Tensor] = []  # (n, H) per chunk
-        weight_part = torch.zeros(weight.shape, device=weight.device)  # (V, H)
-        bias_part = torch.zeros(bias.shape, device=bias.device)  # (V,)
+        if needs_grad:
+            weight_part = torch.zeros(weight.shape, device=weight.device)  # (V, H)
+            bias_part = torch.zeros(bias.shape, device=bias.device)  # (V,)
         smoothed_sum = nll_sum = torch.zeros((), device=hidden.device)
         for start in range(0, hidden.size(0), chunk):
             rows = slice(start, start + chunk)
@@ -106,7 +104,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
             ctx.save_for_backward(hidden, weight, targets, excluded)
             ctx.real, ctx.hidden_part = real, torch.cat(hidden_part)
             ctx.weight_part, ctx.bias_part = weight_part, bias_part
-            ctx.smoothing, ctx.kept = smoothing, weight.size(0) - excluded.numel()
+            ctx.smoothing, ctx.kept = smoothing, _kept(weight.size(0), excluded)
         return smoothed_sum, nll_sum
 
     @staticmethod
@@ -149,15 +147,21 @@ def _row_losses(
     """(n, V) log-probabilities -> (n,) smoothed loss and (n,) NLL, 0 at pad rows."""
     nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (n,)
     summed = log_probs.sum(dim=1) - log_probs.index_select(1, excluded).sum(dim=1)  # (n,)
-    uniform = -summed / _kept(log_probs, excluded)  # (n,) cross-entropy against ε/K on kept ids
+    # (n,) cross-entropy against ε/K on the kept ids
+    uniform = -summed / _kept(log_probs.size(1), excluded)
     smoothed = (1 - smoothing) * nll + smoothing * uniform  # (n,)
     zero = smoothed.new_zeros(())
     return torch.where(real, smoothed, zero), torch.where(real, nll, zero)
 
 
-def _kept(log_probs: Tensor, excluded: Tensor) -> int:
+def _kept(vocab_size: int, excluded: Tensor) -> int:
     """How many ids get smoothing mass."""
-    return log_probs.size(1) - excluded.numel()
+    return vocab_size - excluded.numel()
+
+
+def _excluded_ids(unsmoothed_ids: tuple[int, ...], device: torch.device) -> Tensor:
+    """The ids that get no smoothing mass, as a sorted (K',) long tensor."""
+    return torch.tensor(sorted(set(unsmoothed_ids)), dtype=torch.long, device=device)
 
 
 def smoothed_cross_entropy(
@@ -176,7 +180,7 @@ def smoothed_cross_entropy(
     emits), as JoeyNMT and OpenNMT-py leave out padding. Without them, this equals
     `cross_entropy(..., reduction="sum")` with and without `label_smoothing`.
     """
-    excluded = torch.tensor(sorted(set(unsmoothed_ids)), dtype=torch.long, device=logits.device)
+    excluded = _excluded_ids(unsmoothed_ids, logits.device)
     return _SmoothedCrossEntropy.apply(logits, targets, smoothing, pad_id, excluded)
 
 
@@ -194,7 +198,7 @@ def projected_cross_entropy(
     """`smoothed_cross_entropy` of the logits `hidden @ weight.T + bias` ((N, H), (V, H),
     (V,)) without holding them: `chunk` rows of (chunk, V) logits at a time, gradients
     with respect to `hidden`, `weight` and `bias` included."""
-    excluded = torch.tensor(sorted(set(unsmoothed_ids)), dtype=torch.long, device=hidden.device)
+    excluded = _excluded_ids(unsmoothed_ids, hidden.device)
     return _ProjectedCrossEntropy.apply(
         hidden, weight, bias, targets, smoothing, pad_id, excluded, chunk
     )
