@@ -167,6 +167,10 @@ def _write_rank_gradient(rank: int, port: int, out: Path) -> None:
         _grad_step(model, [[0], [1, 2, 3]][rank], 2, reduce_sum)
         grads = {name: p.grad for name, p in model.module.named_parameters()}
         torch.save(grads, out / f"grad{rank}.pt")
+        # DDP's reducer holds the process group: freed after the group is destroyed, it
+        # would free the group itself with the GIL held, while a gloo thread may wait for
+        # the GIL (a deadlock seen at random). Free it first.
+        del model
 
 
 def test_ddp_gradient_equals_the_gradient_of_the_whole_batch(tmp_path: Path) -> None:
