@@ -22,7 +22,6 @@ import itertools
 import json
 import math
 import multiprocessing
-import resource
 import statistics
 import sys
 import time
@@ -177,8 +176,8 @@ def measure(run: Run, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def _cpu_now() -> tuple[float, float]:
     """CPU seconds so far of the whole machine, and of this process with its finished
     children (the workers of --jobs, once joined)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return cpu_snapshot()[0], time.process_time() + children.ru_utime + children.ru_stime
+    machine, children = cpu_snapshot()
+    return machine, time.process_time() + children
 
 
 def _others_cpu_since(start: tuple[float, float]) -> float:
