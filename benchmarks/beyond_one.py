@@ -2,6 +2,7 @@
 
     python benchmarks/beyond_one.py --seeds 1 2 3          # 6 runs of 45 minutes, then decoding
     python benchmarks/beyond_one.py --seeds 1 --no-ema     # a piece: seed 1's plain run only
+    python benchmarks/beyond_one.py --seeds 1 2 --side-by-side   # plain and EMA at once
 
 Per seed S, configs/multi30k_best.yaml trains as it is (its 45-minute budget, plateau
 schedule, early stopping) with `--seed_everything S --data.seed S` and
@@ -21,6 +22,9 @@ Each ensemble is set against the mean of its own members (single, average, ema).
 Equal time holds only while the machine runs at one speed: each run records a 2048³
 matmul's GFLOP/s before it starts, and the report also compares the runs at equal
 updates (each run's validation BLEU at the fewest updates any run made, from its log).
+`--side-by-side` removes the doubt: each seed's plain and EMA runs train at the same
+time, each with one thread pinned to a core of its own, so both see the same machine
+for the same minutes (fewer updates than one run on two cores).
 
 Each decoding runs in a fresh process, timed from its first sentence to its last. Runs
 finished by a former invocation (as many minutes) are kept in `--work-dir` and reused,
@@ -32,8 +36,10 @@ then one JSON line.
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +51,17 @@ from benchmarks.common import (
     REPO,
     child_env,
     git_state,
+    kept,
     log,
     mean_sd,
     print_table,
     run_measured,
+    run_together,
+    saved,
     saved_or_new,
     score,
     train_ours,
+    training_job,
     translate_timed,
     write_test_set,
 )
@@ -64,48 +74,86 @@ ENSEMBLE_GAIN, ENSEMBLE_BLEU, ENSEMBLE_SLOWDOWN = 1.5, 41.0, 3.3  # the targets
 ENSEMBLES = {"ensemble": "single", "ensemble-average": "average", "ensemble-ema": "ema"}
 
 
+def overrides(kind: str, seed: int, args: argparse.Namespace) -> list:
+    """`scripts/train.py` arguments of a `kind` ("plain" or "ema") run of `seed`."""
+    data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
+    found = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
+    found += ["--checkpoint.save_top_k", args.top_k]
+    return found + (["--model.ema_decay", args.ema_decay] if kind == "ema" else [])
+
+
+def described(kind: str, seed: int, run: Path, others_cpu_s: float, matmul: float) -> dict:
+    """A finished run's figures, read from its last checkpoint."""
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return {
+        "kind": kind,
+        "seed": seed,
+        "updates": last["global_step"],
+        "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
+        "others_cpu_s": others_cpu_s,
+        "matmul_gflop_s": round(matmul, 1),
+        "checkpoints": str(run / "checkpoints"),
+    }
+
+
 def train_run(work: Path, kind: str, seed: int, args: argparse.Namespace) -> dict:
     """A `kind` ("plain" or "ema") run of `seed`, trained or kept from a former invocation."""
     run = work / "runs" / f"{kind}-seed{seed}"
 
     def make() -> dict:
-        data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
-        overrides = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
-        overrides += ["--checkpoint.save_top_k", args.top_k]
-        if kind == "ema":
-            overrides += ["--model.ema_decay", args.ema_decay]
         matmul = gemm_flops(args.threads, *SQUARE) / 1e9  # the machine's speed now
-        trained = train_ours(run, CONFIG, args.minutes, overrides)
-        last = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
-        return {
-            "kind": kind,
-            "seed": seed,
-            "updates": last["global_step"],
-            "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
-            "others_cpu_s": trained["others_cpu_s"],
-            "matmul_gflop_s": round(matmul, 1),
-            "checkpoints": str(run / "checkpoints"),
-        }
+        trained = train_ours(run, CONFIG, args.minutes, overrides(kind, seed, args))
+        return described(kind, seed, run, trained["others_cpu_s"], matmul)
 
     return saved_or_new(run, args, make)
 
 
+def train_pair(work: Path, seed: int, args: argparse.Namespace) -> list[dict]:
+    """`seed`'s plain and EMA runs trained at the same time, each with one thread on a core
+    of its own (`--side-by-side`): equal time on equal hardware, whatever the machine's
+    speed does meanwhile. Kept from a former invocation when both were."""
+    runs = {kind: work / "side-by-side" / f"{kind}-seed{seed}" for kind in ("plain", "ema")}
+    found = [kept(run, args) for run in runs.values()]
+    if all(found):
+        return found
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        raise SystemExit("--side-by-side needs two CPU cores")
+    matmul = gemm_flops(1, *SQUARE) / 1e9  # one core's speed now
+    jobs = []
+    for core, (kind, run) in zip(cores, runs.items(), strict=True):
+        job = training_job(run, CONFIG, args.minutes, overrides(kind, seed, args))
+        jobs.append(replace(job, env=child_env(1, ours=True), cores={core}))
+    measured = run_together(jobs)
+    return [
+        saved(run, args, described(kind, seed, run, m["others_cpu_s"], matmul))
+        for (kind, run), m in zip(runs.items(), measured, strict=True)
+    ]
+
+
 def validation_at(trained: list[dict]) -> dict[str, Any]:
-    """Each run's validation BLEU at the fewest updates any run made (its last validation
-    at or before them), and per kind their mean and sd."""
-    updates = min(t["updates"] for t in trained)
+    """Each run's validation BLEU at the fewest updates any run validated at last (its last
+    validation at or before them), and per kind their mean and sd."""
+    validations = {id(t): _validations(Path(t["checkpoints"]).parent) for t in trained}
+    updates = min(max(steps) for steps in validations.values())
     by_kind: dict[str, list[float]] = {}
     for t in trained:
-        logs = sorted(Path(t["checkpoints"]).parent.glob("lightning_logs/version_*/metrics.csv"))
-        with open(logs[-1]) as f:
-            rows = [r for r in csv.DictReader(f) if r["val_bleu"] and int(r["step"]) <= updates]
-        t["val_bleu_at_equal_updates"] = round(float(rows[-1]["val_bleu"]), 2)
-        by_kind.setdefault(t["kind"], []).append(t["val_bleu_at_equal_updates"])
+        before = [bleu for step, bleu in validations[id(t)].items() if step <= updates]
+        t["val_bleu_at_equal_updates"] = round(before[-1], 2) if before else None
+        by_kind.setdefault(t["kind"], []).extend(before[-1:])
     found: dict[str, Any] = {"updates": updates}
     for kind, scores in by_kind.items():
-        mean, sd = mean_sd(scores)
-        found[kind] = {"mean": round(mean, 2), "sd": sd and round(sd, 2)}
+        if scores:
+            mean, sd = mean_sd(scores)
+            found[kind] = {"mean": round(mean, 2), "sd": sd and round(sd, 2)}
     return found
+
+
+def _validations(run: Path) -> dict[int, float]:
+    """update -> validation BLEU, in order, from the run's CSV log."""
+    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"))
+    with open(logs[-1]) as f:
+        return {int(r["step"]): float(r["val_bleu"]) for r in csv.DictReader(f) if r["val_bleu"]}
 
 
 def averaged(run: dict, args: argparse.Namespace) -> Path:
@@ -215,7 +263,8 @@ def report(trained: list[dict], decodings: list[dict], figures: dict[str, Any]) 
 def _run_row(t: dict) -> list[str]:
     name = f"{t['kind']}-seed{t['seed']}"
     times = [f"{t['train_s']:.0f}", f"{t['others_cpu_s']:.0f}", str(t.get("matmul_gflop_s", "-"))]
-    return [name, str(t["updates"]), *times, t["code"], f"{t['val_bleu_at_equal_updates']:.2f}"]
+    bleu = t["val_bleu_at_equal_updates"]
+    return [name, str(t["updates"]), *times, t["code"], "-" if bleu is None else f"{bleu:.2f}"]
 
 
 def _decoding_row(d: dict) -> list[str]:
@@ -248,13 +297,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=5, help="checkpoints kept and averaged")
     p.add_argument("--ema-decay", type=float, default=0.999, help="--model.ema_decay")
     p.add_argument("--no-ema", action="store_true", help="train and decode plain runs only")
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="train each seed's plain and EMA runs at once, one core and thread each",
+    )
     p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "beyond-one")
     p.add_argument("--data-dir", type=Path, default=MULTI30K)
     p.add_argument("--threads", type=int, default=2, help="threads for decoding")
     p.add_argument(
         "--retrain", action="store_true", help="train every run anew (by default kept runs)"
     )
-    return p.parse_args()
+    args = p.parse_args()
+    if args.side_by_side and args.no_ema:
+        p.error("--side-by-side trains a plain and an EMA run together: drop --no-ema")
+    return args
 
 
 def main() -> None:
@@ -263,7 +320,10 @@ def main() -> None:
     work = args.work_dir.resolve()
     src, refs = write_test_set(work, args.data_dir)
     kinds = ["plain"] if args.no_ema else ["plain", "ema"]
-    trained = [train_run(work, kind, seed, args) for seed in args.seeds for kind in kinds]
+    if args.side_by_side:
+        trained = [run for seed in args.seeds for run in train_pair(work, seed, args)]
+    else:
+        trained = [train_run(work, kind, seed, args) for seed in args.seeds for kind in kinds]
     decodings, members = [], {kind: [] for kind in ENSEMBLES.values()}
     for run in trained:
         kind, seed = run["kind"], run["seed"]
@@ -286,6 +346,7 @@ def main() -> None:
         del d["bleu_signature"], d["chrf_signature"]
     figures = {"minutes": args.minutes, "seeds": args.seeds, "beam": BEAM, "top_k": args.top_k}
     figures |= {"ema_decay": None if args.no_ema else args.ema_decay, "code": args.code}
+    figures["side_by_side"] = args.side_by_side
     report(trained, decodings, figures | {"bleu_signature": signature})
 
 

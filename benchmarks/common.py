@@ -12,8 +12,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -87,18 +90,59 @@ def run_measured(
     Also `others_cpu_s`: CPU seconds that other processes took meanwhile (0 on an idle
     machine). Its stderr goes to `log_file`, and its stdout too unless `stdout` is given.
     """
-    cmd, start, snapshot = [str(arg) for arg in cmd], time.perf_counter(), cpu_snapshot()
-    with open(stdin or os.devnull, "rb") as fin, open(log_file, "wb") as ferr:
-        fout = open(stdout, "wb") if stdout else ferr  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)  # reaps it: rusage of this child alone
-        fout.close()
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = log_file.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{tail}")
-    rss = usage.ru_maxrss / 1024  # KiB on Linux
-    return {"wall_s": wall, "peak_rss_mib": rss, "others_cpu_s": others_cpu_since(snapshot)}
+    return run_together([Job(cmd, log_file, stdin=stdin, stdout=stdout, env=env)])[0]
+
+
+@dataclass
+class Job:
+    """A child process for `run_together`: its command, files, environment, and the CPU
+    cores it may run on (None: any)."""
+
+    cmd: list
+    log_file: Path
+    stdin: Path | None = None
+    stdout: Path | None = None
+    env: dict[str, str] | None = None
+    cores: set[int] | None = None
+
+
+def run_together(jobs: list[Job]) -> list[dict[str, float]]:
+    """Start every job at once and run them all to completion; -> per job its wall seconds
+    and peak RSS (MiB), and `others_cpu_s`: CPU seconds taken meanwhile by processes other
+    than these (0 on an idle machine). Raises on the first job that failed."""
+    start, snapshot = time.perf_counter(), cpu_snapshot()
+    with ExitStack() as files:
+        procs = [_start(job, files) for job in jobs]
+        waited = [os.wait4(proc.pid, 0) for proc in procs]  # reaps each: its rusage alone
+    wall, others = time.perf_counter() - start, others_cpu_since(snapshot)
+    results = []
+    for job, (_, status, usage) in zip(jobs, waited, strict=True):
+        if os.waitstatus_to_exitcode(status) != 0:
+            tail = job.log_file.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{' '.join(map(str, job.cmd[:4]))} ... failed:\n{tail}")
+        rss = usage.ru_maxrss / 1024  # KiB on Linux
+        results.append({"wall_s": wall, "peak_rss_mib": rss, "others_cpu_s": others})
+    return results
+
+
+def _start(job: Job, files: ExitStack) -> subprocess.Popen:
+    fin = _opened(files, job.stdin or Path(os.devnull), "rb")
+    ferr = _opened(files, job.log_file, "wb")
+    fout = _opened(files, job.stdout, "wb") if job.stdout else ferr
+    pin = None if job.cores is None else partial(os.sched_setaffinity, 0, job.cores)
+    return subprocess.Popen(
+        [str(arg) for arg in job.cmd],
+        stdin=fin,
+        stdout=fout,
+        stderr=ferr,
+        env=job.env,
+        cwd=REPO,
+        preexec_fn=pin,
+    )
+
+
+def _opened(files: ExitStack, path: Path, mode: str) -> BinaryIO:
+    return files.enter_context(open(path, mode))
 
 
 def git_state() -> str:
@@ -112,6 +156,14 @@ def git_state() -> str:
 def train_ours(out: Path, config: Path, minutes: float, overrides: list[str]) -> dict[str, Any]:
     """Train `config` (with `overrides`) for `minutes` of wall time into `out` (emptied
     first); -> its last checkpoint and the CPU seconds others took meanwhile."""
+    job = training_job(out, config, minutes, overrides)
+    measured = run_measured(job.cmd, job.log_file, env=job.env)
+    return {"checkpoint": out / "checkpoints" / "last.ckpt", **measured}
+
+
+def training_job(out: Path, config: Path, minutes: float, overrides: list[str]) -> Job:
+    """`scripts/train.py` training `config` (with `overrides`) for `minutes` of wall time
+    into `out`, emptied here; its last checkpoint will be `out/checkpoints/last.ckpt`."""
     seconds = round(minutes * 60)
     max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     cmd = [sys.executable, "scripts/train.py", "--config", str(config), *overrides]
@@ -121,8 +173,7 @@ def train_ours(out: Path, config: Path, minutes: float, overrides: list[str]) ->
     log(f"training ours ({config.name}) for {max_time} (log: {out}/train.log)")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    measured = run_measured(cmd, out / "train.log", env={**os.environ, "PYTHONPATH": str(REPO)})
-    return {"checkpoint": out / "checkpoints" / "last.ckpt", **measured}
+    return Job(cmd, out / "train.log", env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
@@ -136,14 +187,24 @@ def saved_or_new(run: Path, args: argparse.Namespace, make: Callable[[], dict]) 
     """The figures that a former invocation saved in `run` for as many minutes (its code
     named in them), unless `--retrain`; else `make()`'s, saved there. So the comparison can
     be made in pieces: `--seeds 1`, then `--seeds 1 2 3` trains only seeds 2 and 3."""
-    saved = run / "result.json"
-    if saved.exists() and not args.retrain:
-        result = json.loads(saved.read_text())
+    return kept(run, args) or saved(run, args, make())
+
+
+def kept(run: Path, args: argparse.Namespace) -> dict | None:
+    """The figures a former invocation saved in `run` for as many minutes, unless `--retrain`."""
+    path = run / "result.json"
+    if path.exists() and not args.retrain:
+        result = json.loads(path.read_text())
         if result["minutes"] == args.minutes:
             log(f"{run.name}: reusing its run of {args.minutes:g} minutes (code {result['code']})")
             return result
-    result = make() | {"minutes": args.minutes, "code": args.code}
-    saved.write_text(json.dumps(result, default=str))
+    return None
+
+
+def saved(run: Path, args: argparse.Namespace, figures: dict) -> dict:
+    """`figures` with the minutes and the code, saved in `run` for `kept`."""
+    result = figures | {"minutes": args.minutes, "code": args.code}
+    (run / "result.json").write_text(json.dumps(result, default=str))
     return result
 
 

@@ -1,10 +1,16 @@
-"""Which recurrent layers may run in bfloat16 under CPU autocast, probed on this CPU.
+"""The CPU's floating point, probed: which recurrent layers may run in bfloat16 under CPU
+autocast, and whether denormal floats can be flushed to zero.
 
 oneDNN runs an LSTM in bfloat16 only on CPUs with AVX-512 (BF16) or AMX; elsewhere
 `nn.LSTM` under `torch.autocast("cpu", torch.bfloat16)` raises "could not create a
 primitive descriptor". GRU and tanh RNN layers stay in float32 under CPU autocast
 anyway. Where the probe fails, LSTM layers run in float32 inside autocast, and the
 rest of the model stays in bfloat16.
+
+A softmax that saturates (Luong's general score after a few updates) leaves probabilities
+below float32's smallest normal number, 2**-126; x86 CPUs compute with such denormals
+tens of times more slowly. Training flushes them to zero (`flush_denormals`) where the
+CPU can, which changes no value above 2**-126.
 """
 
 import functools
@@ -67,3 +73,17 @@ def _say_lstm_fallback() -> None:
         "this CPU cannot run LSTM layers in bfloat16 (oneDNN needs AVX-512 BF16 or AMX): "
         "they run in float32 inside bf16 autocast"
     )
+
+
+def flush_denormals() -> bool:
+    """Make this process's CPU arithmetic treat denormal floats as zero; whether it could
+    (x86 with SSE3 can; elsewhere it says so once and computes with them)."""
+    if torch.set_flush_denormal(True):
+        return True
+    _say_denormals_kept()
+    return False
+
+
+@functools.cache
+def _say_denormals_kept() -> None:
+    log.warning("this CPU cannot flush denormal floats to zero: training computes with them")

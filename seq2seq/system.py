@@ -23,6 +23,7 @@ from seq2seq.metrics import (
     sufficient_statistics,
 )
 from seq2seq.model import build_model
+from seq2seq.precision import flush_denormals
 from seq2seq.search import beam_search, greedy_search
 from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B, at_length_limit
 from seq2seq.tokenizer import Tokenizer
@@ -137,6 +138,7 @@ class TranslationModule(LightningModule):
         if self.trainer.is_global_zero:
             self.tokenizer.save(run_dir)
         self._seed = torch.initial_seed()  # seed_everything's, on every rank
+        flush_denormals()  # in every process that trains (see seq2seq.precision)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         # Dropout's random numbers depend on (seed, epoch, batch, rank) alone, so that a

@@ -1,4 +1,8 @@
-"""benchmarks/beyond_one.py's summary: each kind's mean, paired gains, each ensemble's verdict."""
+"""benchmarks/beyond_one.py: its summary (each kind's mean, paired gains, each ensemble's verdict)
+and the side-by-side runs' child processes (benchmarks/common.run_together)."""
+
+import os
+import sys
 
 import pytest
 
@@ -48,14 +52,16 @@ def test_each_ensemble_is_set_against_its_own_members(load_benchmark, decodings)
     assert ema["slowdown"] == pytest.approx(4.0) and not ema["slowdown_met"]  # 24 / 6
 
 
-def test_runs_are_compared_at_the_fewest_updates_any_made(load_benchmark, tmp_path):
-    """Each run's last validation at or before the fewest updates, from its CSV log."""
+def test_runs_are_compared_at_the_fewest_updates_any_validated_at(load_benchmark, tmp_path):
+    """Each run's last validation at or before the earliest of the runs' last validations,
+    from its CSV log; a run that had not validated by then counts in no mean."""
     trained = []
     for kind, updates, logged in [
         ("plain", 200, [(99, "30.0"), (199, "31.0")]),
         ("ema", 300, [(99, "30.5"), (199, "32.0"), (299, "33.0")]),
+        ("ema", 300, [(250, "40.0")]),
     ]:
-        run = tmp_path / kind
+        run = tmp_path / f"{kind}-{len(trained)}"
         log = run / "lightning_logs" / "version_0"
         log.mkdir(parents=True)
         rows = ["epoch,step,train_loss,val_bleu", "0,50,2.0,"]
@@ -65,6 +71,44 @@ def test_runs_are_compared_at_the_fewest_updates_any_made(load_benchmark, tmp_pa
 
     found = load_benchmark("beyond_one").validation_at(trained)
 
-    assert found["updates"] == 200
-    assert found["plain"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0
-    assert [t["val_bleu_at_equal_updates"] for t in trained] == [31.0, 32.0]
+    assert found["updates"] == 199
+    assert found["plain"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0 or 40.0
+    assert [t["val_bleu_at_equal_updates"] for t in trained] == [31.0, 32.0, None]
+
+
+def test_side_by_side_jobs_run_at_once_each_on_its_core(load_benchmark, tmp_path):
+    """Each job waits for the other's file, so they finish only if they run together."""
+    common = load_benchmark("common")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        pytest.skip("needs two CPU cores")
+    wait_for = (
+        "import os, sys, time; from pathlib import Path; "
+        "Path(sys.argv[1]).touch(); deadline = time.time() + 30\n"
+        "while not Path(sys.argv[2]).exists() and time.time() < deadline: time.sleep(0.01)\n"
+        "assert Path(sys.argv[2]).exists(); print(sorted(os.sched_getaffinity(0)))"
+    )
+    a, b = tmp_path / "a", tmp_path / "b"
+    jobs = [
+        common.Job(
+            [sys.executable, "-c", wait_for, mine, theirs],
+            tmp_path / f"{mine.name}.log",
+            stdout=tmp_path / f"{mine.name}.out",
+            cores={core},
+        )
+        for core, (mine, theirs) in zip(cores, [(a, b), (b, a)], strict=True)
+    ]
+
+    measured = common.run_together(jobs)
+
+    assert [(tmp_path / f"{x}.out").read_text().strip() for x in "ab"] == [
+        str([core]) for core in cores
+    ]
+    assert all(m["wall_s"] < 30 and m["peak_rss_mib"] > 1 for m in measured)
+
+
+def test_a_failed_job_raises_with_its_log(load_benchmark, tmp_path):
+    common = load_benchmark("common")
+    failing = [sys.executable, "-c", "import sys; sys.exit('no such corpus: x.de')"]
+    with pytest.raises(RuntimeError, match="no such corpus"):
+        common.run_together([common.Job(failing, tmp_path / "fail.log")])

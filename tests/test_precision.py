@@ -1,7 +1,8 @@
-"""The bfloat16 capability probe and the float32 fallback of LSTM layers under CPU autocast."""
+"""The CPU probes: bfloat16 LSTMs under CPU autocast (and their float32 fallback), and
+flushing denormal floats to zero."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,22 @@ def unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force the probe to "this CPU runs no LSTM in bfloat16", and its warning to show."""
     monkeypatch.setattr(precision, "cpu_bf16_lstm_supported", lambda: False)
     precision._say_lstm_fallback.cache_clear()
+
+
+SMALLEST_NORMAL = torch.finfo(torch.float32).tiny  # 2**-126
+
+
+@pytest.fixture
+def denormals_kept_after() -> Iterator[None]:
+    """Leave the process computing with denormals, as other tests expect."""
+    yield
+    torch.set_flush_denormal(False)
+
+
+def can_flush() -> bool:
+    flushes = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(False)
+    return flushes
 
 
 def test_probe_agrees_with_an_lstm_under_autocast() -> None:
@@ -81,3 +98,40 @@ def test_lstm_trains_in_bf16_mixed_and_translates_in_bf16_without_support(
     bf16 = translator.translate_nbest(sentences, beam_size=2, precision="bf16")
     for full, half in zip(fp32, bf16, strict=True):
         assert half[0].score == pytest.approx(full[0].score, abs=0.1)
+
+
+@pytest.mark.skipif(not can_flush(), reason="this CPU cannot flush denormals to zero")
+def test_flushing_zeroes_denormals_and_nothing_else(denormals_kept_after: None) -> None:
+    torch.set_flush_denormal(False)  # as a process starts (another test may have trained)
+    values = torch.tensor([SMALLEST_NORMAL / 4, SMALLEST_NORMAL, 1e-30, 1.0])
+    assert (values * 1)[0] > 0  # a denormal, computed with
+    assert precision.flush_denormals()
+    assert torch.equal(values * 1, torch.tensor([0.0, SMALLEST_NORMAL, 1e-30, 1.0]))
+
+
+def test_a_cpu_that_cannot_flush_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda mode: False)
+    precision._say_denormals_kept.cache_clear()
+    with caplog.at_level(logging.WARNING, "seq2seq"):
+        assert not precision.flush_denormals()
+        assert not precision.flush_denormals()
+    warnings = [r for r in caplog.records if "cannot flush denormal" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@pytest.mark.skipif(not can_flush(), reason="this CPU cannot flush denormals to zero")
+def test_training_flushes_denormals(
+    denormals_kept_after: None, tmp_path: Path, train_args: Callable[..., list[str]]
+) -> None:
+    torch.set_flush_denormal(False)
+    fit_and_test(
+        train_args(
+            tmp_path,
+            *("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"),
+            *("--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"),
+            *("--model.test_beam_size", "1"),
+        )
+    )
+    assert (torch.tensor([SMALLEST_NORMAL / 4]) * 1)[0] == 0
