@@ -1,4 +1,4 @@
-"""benchmarks/beyond_one.py: its summary (each kind's mean, paired gains, each ensemble's verdict)
+"""benchmarks/beyond_one_report.py: each kind's mean, paired gains, each ensemble's verdict;
 and the side-by-side runs' child processes (benchmarks/common.run_together)."""
 
 import os
@@ -26,7 +26,7 @@ def decodings() -> list[dict]:
 
 
 def test_summary_pairs_each_kind_with_single_by_seed(load_benchmark, decodings):
-    summary = load_benchmark("beyond_one").summarize(decodings)
+    summary = load_benchmark("beyond_one_report").summarize(decodings)
 
     assert summary["single"]["bleu_mean"] == pytest.approx(38.5)
     assert summary["single"]["bleu_sd"] == pytest.approx(0.71, abs=0.01)  # sd of 39, 38
@@ -38,11 +38,11 @@ def test_summary_pairs_each_kind_with_single_by_seed(load_benchmark, decodings):
 
 
 def test_each_ensemble_is_set_against_its_own_members(load_benchmark, decodings):
-    beyond_one = load_benchmark("beyond_one")
-    summary = beyond_one.summarize(decodings)
+    beyond_one_report = load_benchmark("beyond_one_report")
+    summary = beyond_one_report.summarize(decodings)
 
-    plain = beyond_one.ensemble_verdict("ensemble", summary, decodings)
-    ema = beyond_one.ensemble_verdict("ensemble-ema", summary, decodings)
+    plain = beyond_one_report.ensemble_verdict("ensemble", summary, decodings)
+    ema = beyond_one_report.ensemble_verdict("ensemble-ema", summary, decodings)
 
     assert plain["members"] == "single"
     assert plain["gain"] == pytest.approx(1.5) and plain["gain_met"]  # 40.0 - 38.5
@@ -69,7 +69,7 @@ def test_runs_are_compared_at_the_fewest_updates_any_validated_at(load_benchmark
         (log / "metrics.csv").write_text("\n".join(rows) + "\n")
         trained.append({"kind": kind, "updates": updates, "checkpoints": str(run / "checkpoints")})
 
-    found = load_benchmark("beyond_one").validation_at(trained)
+    found = load_benchmark("beyond_one_report").validation_at(trained)
 
     assert found["updates"] == 199
     assert found["plain"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0 or 40.0
