@@ -110,6 +110,8 @@ def train_pair(work: Path, seed: int, args: argparse.Namespace) -> list[dict]:
     found = [kept(run, args) for run in runs.values()]
     if all(found):
         return found
+    if any(found):
+        log(f"seed {seed}: one run of the pair is missing; both train again, side by side")
     cores = sorted(os.sched_getaffinity(0))[:2]
     if len(cores) < 2:
         raise SystemExit("--side-by-side needs two CPU cores")

@@ -17,10 +17,11 @@ ENSEMBLES = {"ensemble": "single", "ensemble-average": "average", "ensemble-ema"
 
 
 def validation_at(trained: list[dict]) -> dict[str, Any]:
-    """Each run's validation BLEU at the fewest updates any run validated at last (its last
-    validation at or before them), and per kind their mean and sd."""
+    """Each run's validation BLEU at the earliest of the runs' last validations (its last
+    validation at or before it), and per kind their count, mean and sd; a run that had not
+    validated by then counts in none."""
     validations = {id(t): _validations(Path(t["checkpoints"]).parent) for t in trained}
-    updates = min(max(steps) for steps in validations.values())
+    updates = min((max(steps) for steps in validations.values() if steps), default=0)
     by_kind: dict[str, list[float]] = {}
     for t in trained:
         before = [bleu for step, bleu in validations[id(t)].items() if step <= updates]
@@ -30,7 +31,7 @@ def validation_at(trained: list[dict]) -> dict[str, Any]:
     for kind, scores in by_kind.items():
         if scores:
             mean, sd = mean_sd(scores)
-            found[kind] = {"mean": round(mean, 2), "sd": sd and round(sd, 2)}
+            found[kind] = {"n": len(scores), "mean": round(mean, 2), "sd": sd and round(sd, 2)}
     return found
 
 
@@ -90,7 +91,7 @@ def report(trained: list[dict], decodings: list[dict], figures: dict[str, Any]) 
     print(
         f"at {at_equal['updates']} updates: "
         + ", ".join(
-            f"{kind} val BLEU {_mean_sd_text(f['mean'], f['sd'])}"
+            f"{kind} val BLEU {_mean_sd_text(f['mean'], f['sd'])} ({f['n']} runs)"
             for kind, f in at_equal.items()
             if kind != "updates"
         )

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -107,38 +106,64 @@ class Job:
 
 
 def run_together(jobs: list[Job]) -> list[dict[str, float]]:
-    """Start every job at once and run them all to completion; -> per job its wall seconds
-    and peak RSS (MiB), and `others_cpu_s`: CPU seconds taken meanwhile by processes other
-    than these (0 on an idle machine). Raises on the first job that failed."""
+    """Start every job at once and wait for all; -> per job its wall seconds and peak RSS
+    (MiB), and `others_cpu_s`: CPU seconds taken meanwhile by processes other than these
+    (0 on an idle machine). When one fails, the others are stopped, and it raises with the
+    log of the first that failed."""
     start, snapshot = time.perf_counter(), cpu_snapshot()
     with ExitStack() as files:
-        procs = [_start(job, files) for job in jobs]
-        waited = [os.wait4(proc.pid, 0) for proc in procs]  # reaps each: its rusage alone
-    wall, others = time.perf_counter() - start, others_cpu_since(snapshot)
-    results = []
-    for job, (_, status, usage) in zip(jobs, waited, strict=True):
-        if os.waitstatus_to_exitcode(status) != 0:
-            tail = job.log_file.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{' '.join(map(str, job.cmd[:4]))} ... failed:\n{tail}")
-        rss = usage.ru_maxrss / 1024  # KiB on Linux
-        results.append({"wall_s": wall, "peak_rss_mib": rss, "others_cpu_s": others})
-    return results
+        procs: list[subprocess.Popen] = []
+        try:
+            for job in jobs:
+                procs.append(_start(job, files))
+            ended = _reaped(procs)
+        finally:
+            for proc in procs:
+                if proc.returncode is None:  # `_start` or `_reaped` raised: none left behind
+                    proc.kill()
+                    proc.wait()
+    others = others_cpu_since(snapshot)
+    failed = [i for i, proc in enumerate(procs) if proc.returncode != 0]
+    if failed:
+        job = jobs[min(failed, key=lambda i: ended[i][0])]
+        tail = job.log_file.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(map(str, job.cmd[:4]))} ... failed:\n{tail}")
+    return [
+        {"wall_s": end - start, "peak_rss_mib": usage.ru_maxrss / 1024, "others_cpu_s": others}
+        for end, usage in ended  # ru_maxrss: KiB on Linux
+    ]
 
 
 def _start(job: Job, files: ExitStack) -> subprocess.Popen:
     fin = _opened(files, job.stdin or Path(os.devnull), "rb")
     ferr = _opened(files, job.log_file, "wb")
     fout = _opened(files, job.stdout, "wb") if job.stdout else ferr
-    pin = None if job.cores is None else partial(os.sched_setaffinity, 0, job.cores)
-    return subprocess.Popen(
-        [str(arg) for arg in job.cmd],
-        stdin=fin,
-        stdout=fout,
-        stderr=ferr,
-        env=job.env,
-        cwd=REPO,
-        preexec_fn=pin,
-    )
+    cmd = [str(arg) for arg in job.cmd]
+    proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env=job.env, cwd=REPO)
+    if job.cores is not None:  # before the child's interpreter has started a thread
+        os.sched_setaffinity(proc.pid, job.cores)
+    return proc
+
+
+def _reaped(procs: list[subprocess.Popen]) -> list[tuple[float, resource.struct_rusage]]:
+    """Wait for every process; -> per process its end time and rusage (it alone). The first
+    that fails stops the others. The last one left is waited for without polling."""
+    ended: dict[int, tuple[float, resource.struct_rusage]] = {}
+    while len(ended) < len(procs):
+        waiting = [i for i in range(len(procs)) if i not in ended]
+        for i in waiting:
+            pid, status, usage = os.wait4(procs[i].pid, 0 if len(waiting) == 1 else os.WNOHANG)
+            if pid == 0:
+                continue
+            procs[i].returncode = os.waitstatus_to_exitcode(status)
+            ended[i] = (time.perf_counter(), usage)
+            if procs[i].returncode != 0:
+                for other in procs:
+                    if other.returncode is None:
+                        other.terminate()
+        if len(ended) < len(procs) - 1:
+            time.sleep(0.05)
+    return [ended[i] for i in range(len(procs))]
 
 
 def _opened(files: ExitStack, path: Path, mode: str) -> BinaryIO:

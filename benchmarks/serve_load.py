@@ -15,26 +15,18 @@ in a fresh process) is the reference. Memory: a fresh batched server's peak RSS
 """
 
 import argparse
-import http.client
 import json
-import math
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import MULTI30K, REPO, git_state, log, print_table, read_lines, write_lines
+from benchmarks.serve_harness import health, memory_mib, replay, running_server, summarize
 
-SERVE = REPO / "scripts" / "serve.py"
 TRANSLATE = REPO / "scripts" / "translate.py"
 MODES = {"greedy": {"greedy": True}, "beam": {"beam_size": 5}}
 BEAMS = {"greedy": 1, "beam": 5}
@@ -42,146 +34,7 @@ TARGETS = {"vs_unbatched": 5.0, "vs_offline": 0.6, "p99_ms": 1000.0, "rss_growth
 TARGET_CLIENTS = 32
 
 
-# -- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_server(
-    ckpt: Path, log_file: Path, batching: bool, env: dict[str, str]
-) -> Iterator[dict[str, Any]]:
-    """scripts/serve.py on a free loopback port until the block ends, then SIGTERM;
-    yields {"port", "pid"}, to which "exit_code" is added once it has stopped."""
-    port = free_port()
-    cmd = [sys.executable, SERVE, "--checkpoint", ckpt, "--port", port, "--device", "cpu"]
-    cmd += ["--log-level", "warning", "--max-queue", "4096", "--timeout", "60"]
-    cmd += [] if batching else ["--no-batching"]
-    with open(log_file, "wb") as stderr:
-        process = subprocess.Popen([str(a) for a in cmd], stderr=stderr, env=env, cwd=REPO)
-    server = {"port": port, "pid": process.pid}
-    try:
-        wait_healthy(port, process, log_file)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            server["exit_code"] = process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            server["exit_code"] = "killed"
-
-
-def wait_healthy(port: int, process: subprocess.Popen, log_file: Path) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log_file.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the server did not become healthy within 300 s")
-
-
-def health(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
-        return json.load(response)
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """The process's current (VmRSS) and peak (VmHWM) resident memory."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
-
-
-# -- the clients -----------------------------------------------------------------------------
-
-
-class Client:
-    """One keep-alive connection; reconnects after a failure."""
-
-    def __init__(self, port: int) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-
-    def translate(self, sentence: str, options: dict[str, Any]) -> tuple[int, str]:
-        """(status, translation) or (status, error message); status 0: no answer."""
-        body = json.dumps({"text": sentence, **options})
-        try:
-            self.connection.request(
-                "POST", "/v1/translate", body, {"Content-Type": "application/json"}
-            )
-            response = self.connection.getresponse()
-            answer = json.loads(response.read())
-        except (OSError, http.client.HTTPException, ValueError) as err:
-            self.connection.close()
-            return 0, repr(err)
-        if response.status != 200:
-            return response.status, answer.get("error", "")
-        return 200, answer["translations"][0]["text"]
-
-
-def replay(
-    port: int, sentences: list[str], options: dict, clients: int, total: int, seconds: float
-) -> list[tuple[float, int, str] | None]:
-    """`total` requests, sentence i % len(sentences) each, from `clients` threads; per
-    request (latency s, status, text), None for those not sent within `seconds`."""
-    results: list[tuple[float, int, str] | None] = [None] * total
-    order, lock = iter(range(total)), threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def work() -> None:
-        client = Client(port)
-        while time.monotonic() < stop_at:
-            with lock:
-                i = next(order, None)
-            if i is None:
-                return
-            start = time.perf_counter()
-            status, text = client.translate(sentences[i % len(sentences)], options)
-            results[i] = (time.perf_counter() - start, status, text)
-
-    threads = [threading.Thread(target=work) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]; nan for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
-
-
-def summarize(
-    results: list[tuple[float, int, str] | None], wall: float, references: list[str]
-) -> dict[str, Any]:
-    sent = [r for r in results if r is not None]
-    ok = [(i, r) for i, r in enumerate(results) if r is not None and r[1] == 200]
-    latencies = [r[0] * 1000 for _, r in ok]
-    differ = sum(r[2] != references[i % len(references)] for i, r in ok)
-    return {
-        "requests": len(sent),
-        "not_sent": len(results) - len(sent),
-        "sent_per_s": round(len(ok) / wall, 1),
-        **{f"p{q}_ms": round(percentile(latencies, q), 1) for q in (50, 95, 99)},
-        "errors": len(sent) - len(ok),
-        "error_examples": sorted({f"{r[1]}: {r[2]}" for r in sent if r[1] != 200})[:3],
-        "outputs_differing": differ,
-        "identical": differ == 0 and len(ok) == len(results),
-    }
+# -- the load runs ---------------------------------------------------------------------------
 
 
 def load_run(

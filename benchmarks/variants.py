@@ -33,10 +33,10 @@ from benchmarks.quality import (
     BEAM,
     load_shared,
     scored,
-    summarize,
     train_and_decode_ours,
     with_ours_throughput,
 )
+from benchmarks.quality_report import summarize
 
 # variant -> (run name, options over the config)
 VARIANTS = {

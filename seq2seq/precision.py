@@ -10,7 +10,10 @@ rest of the model stays in bfloat16.
 A softmax that saturates (Luong's general score after a few updates) leaves probabilities
 below float32's smallest normal number, 2**-126; x86 CPUs compute with such denormals
 tens of times more slowly. Training flushes them to zero (`flush_denormals`) where the
-CPU can, which changes no value above 2**-126.
+CPU can, which changes no value above 2**-126. The flag belongs to a thread and the
+threads it starts later: `scripts/train.py` sets it before any thread pool starts,
+`TranslationModule.on_fit_start` (for other Trainers) on the thread that trains. It
+stays set in the process after training.
 """
 
 import functools
@@ -76,8 +79,9 @@ def _say_lstm_fallback() -> None:
 
 
 def flush_denormals() -> bool:
-    """Make this process's CPU arithmetic treat denormal floats as zero; whether it could
-    (x86 with SSE3 can; elsewhere it says so once and computes with them)."""
+    """Make the CPU arithmetic of this thread, and of the threads it starts later, treat
+    denormal floats as zero; whether it could (x86 with SSE3 and AArch64 can; elsewhere
+    it says so once and computes with them)."""
     if torch.set_flush_denormal(True):
         return True
     _say_denormals_kept()
@@ -86,4 +90,4 @@ def flush_denormals() -> bool:
 
 @functools.cache
 def _say_denormals_kept() -> None:
-    log.warning("this CPU cannot flush denormal floats to zero: training computes with them")
+    log.warning("this CPU cannot flush denormal floats to zero: it computes with them")

@@ -138,7 +138,8 @@ class TranslationModule(LightningModule):
         if self.trainer.is_global_zero:
             self.tokenizer.save(run_dir)
         self._seed = torch.initial_seed()  # seed_everything's, on every rank
-        flush_denormals()  # in every process that trains (see seq2seq.precision)
+        if self.device.type == "cpu":
+            flush_denormals()  # on the thread that trains, in every process (seq2seq.precision)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         # Dropout's random numbers depend on (seed, epoch, batch, rank) alone, so that a

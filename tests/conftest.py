@@ -26,6 +26,14 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _denormals_kept() -> Iterator[None]:
+    """Each test starts computing with denormals, as a process does (training flushes them)."""
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small German->English number-words corpus: `train|val|test.{de,en}` in one folder."""

@@ -3,6 +3,7 @@ and the side-by-side runs' child processes (benchmarks/common.run_together)."""
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -73,6 +74,7 @@ def test_runs_are_compared_at_the_fewest_updates_any_validated_at(load_benchmark
 
     assert found["updates"] == 199
     assert found["plain"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0 or 40.0
+    assert found["plain"]["n"] == 1 and found["ema"]["n"] == 1  # the third validated later
     assert [t["val_bleu_at_equal_updates"] for t in trained] == [31.0, 32.0, None]
 
 
@@ -107,8 +109,12 @@ def test_side_by_side_jobs_run_at_once_each_on_its_core(load_benchmark, tmp_path
     assert all(m["wall_s"] < 30 and m["peak_rss_mib"] > 1 for m in measured)
 
 
-def test_a_failed_job_raises_with_its_log(load_benchmark, tmp_path):
+def test_a_failed_job_stops_the_others_and_raises_with_its_log(load_benchmark, tmp_path):
     common = load_benchmark("common")
     failing = [sys.executable, "-c", "import sys; sys.exit('no such corpus: x.de')"]
+    sleeping = [sys.executable, "-c", "import time; time.sleep(120)"]
+    jobs = [common.Job(sleeping, tmp_path / "sleep.log"), common.Job(failing, tmp_path / "x.log")]
+    start = time.monotonic()
     with pytest.raises(RuntimeError, match="no such corpus"):
-        common.run_together([common.Job(failing, tmp_path / "fail.log")])
+        common.run_together(jobs)
+    assert time.monotonic() - start < 60  # the sleeper was stopped, not waited for

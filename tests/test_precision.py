@@ -2,6 +2,8 @@
 flushing denormal floats to zero."""
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from seq2seq import precision
+from seq2seq.cli import train
 from seq2seq.cli.train import fit_and_test
 from seq2seq.translator import Translator
 
@@ -22,13 +25,6 @@ def unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny  # 2**-126
-
-
-@pytest.fixture
-def denormals_kept_after() -> Iterator[None]:
-    """Leave the process computing with denormals, as other tests expect."""
-    yield
-    torch.set_flush_denormal(False)
 
 
 def can_flush() -> bool:
@@ -101,19 +97,43 @@ def test_lstm_trains_in_bf16_mixed_and_translates_in_bf16_without_support(
 
 
 @pytest.mark.skipif(not can_flush(), reason="this CPU cannot flush denormals to zero")
-def test_flushing_zeroes_denormals_and_nothing_else(denormals_kept_after: None) -> None:
-    torch.set_flush_denormal(False)  # as a process starts (another test may have trained)
+def test_flushing_zeroes_denormals_and_nothing_else() -> None:
     values = torch.tensor([SMALLEST_NORMAL / 4, SMALLEST_NORMAL, 1e-30, 1.0])
     assert (values * 1)[0] > 0  # a denormal, computed with
     assert precision.flush_denormals()
     assert torch.equal(values * 1, torch.tensor([0.0, SMALLEST_NORMAL, 1e-30, 1.0]))
 
 
-def test_a_cpu_that_cannot_flush_says_so_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.mark.skipif(not can_flush(), reason="this CPU cannot flush denormals to zero")
+@pytest.mark.parametrize("flush", [True, False])
+def test_threads_started_after_flushing_flush_too(flush: bool) -> None:
+    """In a fresh process, as scripts/train.py does it: flushing before the intra-op
+    threads start covers a multiplication that two threads share."""
+    code = (
+        "import torch\n"
+        "from seq2seq.precision import flush_denormals\n"
+        f"assert {flush} is False or flush_denormals()\n"
+        "torch.set_num_threads(2)\n"
+        "x = torch.full((1 << 22,), torch.finfo(torch.float32).tiny / 4)\n"
+        "print(int((x * 1).count_nonzero()))\n"
+    )
+    counted = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert counted.returncode == 0, counted.stderr
+    assert int(counted.stdout) == (0 if flush else 1 << 22)
+
+
+@pytest.fixture
+def cannot_flush(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Force `torch.set_flush_denormal` to fail, as on a CPU that cannot flush."""
     monkeypatch.setattr(torch, "set_flush_denormal", lambda mode: False)
     precision._say_denormals_kept.cache_clear()
+    yield
+    precision._say_denormals_kept.cache_clear()
+
+
+def test_a_cpu_that_cannot_flush_says_so_once(
+    cannot_flush: None, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, "seq2seq"):
         assert not precision.flush_denormals()
         assert not precision.flush_denormals()
@@ -123,9 +143,11 @@ def test_a_cpu_that_cannot_flush_says_so_once(
 
 @pytest.mark.skipif(not can_flush(), reason="this CPU cannot flush denormals to zero")
 def test_training_flushes_denormals(
-    denormals_kept_after: None, tmp_path: Path, train_args: Callable[..., list[str]]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train_args: Callable[..., list[str]]
 ) -> None:
-    torch.set_flush_denormal(False)
+    """By `TranslationModule.on_fit_start`, as in a Trainer of the user's own (the CLI's
+    own early call is switched off here)."""
+    monkeypatch.setattr(train, "flush_denormals", lambda: True)
     fit_and_test(
         train_args(
             tmp_path,

@@ -24,6 +24,7 @@ from seq2seq.corpus import resolve_corpus_file
 from seq2seq.datamodule import SPLITS, TranslationDataModule
 from seq2seq.demo import STAMP, write_demo_corpus
 from seq2seq.errors import UserError, exit_on_user_error
+from seq2seq.precision import flush_denormals
 from seq2seq.system import TranslationModule
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -175,6 +176,7 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
 
     A bad command line or config raises UserError (`--help` and `--print_config` exit).
     """
+    flush_denormals()  # before any thread pool starts: its threads inherit the flag
     check_config_files(sys.argv[1:] if args is None else args)
     try:
         cli = TranslationCLI(
