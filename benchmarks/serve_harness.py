@@ -33,14 +33,15 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    ckpt: Path, log_file: Path, batching: bool, env: dict[str, str]
+    ckpt: Path, log_file: Path, batching: bool, env: dict[str, str], extra: list[str]
 ) -> Iterator[dict[str, Any]]:
-    """scripts/serve.py on a free loopback port until the block ends, then SIGTERM;
-    yields {"port", "pid"}, to which "exit_code" is added once it has stopped."""
+    """scripts/serve.py (with the `extra` options) on a free loopback port until the block
+    ends, then SIGTERM; yields {"port", "pid"}, to which "exit_code" is added once it has
+    stopped."""
     port = free_port()
     cmd = [sys.executable, SERVE, "--checkpoint", ckpt, "--port", port, "--device", "cpu"]
     cmd += ["--log-level", "warning", "--max-queue", "4096", "--timeout", "60"]
-    cmd += [] if batching else ["--no-batching"]
+    cmd += [*extra] if batching else ["--no-batching", *extra]
     with open(log_file, "wb") as stderr:
         process = subprocess.Popen([str(a) for a in cmd], stderr=stderr, env=env, cwd=REPO)
     server = {"port": port, "pid": process.pid}

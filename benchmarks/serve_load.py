@@ -61,7 +61,9 @@ def load_run(
 
 
 def offline_child(ckpt: str, src: str, hyp: str, beam: str) -> None:
-    """In a fresh process: decode as translate.py does, timing the decoding alone."""
+    """In a fresh process: decode as translate.py does, timing the decoding alone; then
+    again in calls of TARGET_CLIENTS sentences in input order, the batches that one-sentence
+    requests from that many clients make at best."""
     from seq2seq.translator import Translator
 
     translator = Translator.from_checkpoint(ckpt, device="cpu")
@@ -70,7 +72,10 @@ def offline_child(ckpt: str, src: str, hyp: str, beam: str) -> None:
     outputs = translator.translate(sentences, beam_size=int(beam))
     seconds = time.perf_counter() - start
     write_lines(Path(hyp), outputs)
-    print(json.dumps({"decode_s": seconds}))
+    start = time.perf_counter()
+    for first in range(0, len(sentences), TARGET_CLIENTS):
+        translator.translate(sentences[first : first + TARGET_CLIENTS], beam_size=int(beam))
+    print(json.dumps({"decode_s": seconds, "client_batches_s": time.perf_counter() - start}))
 
 
 def offline(ckpt: Path, src: Path, work: Path, mode: str, env: dict) -> dict[str, Any]:
@@ -86,14 +91,15 @@ def offline(ckpt: Path, src: Path, work: Path, mode: str, env: dict) -> dict[str
     timed = work / f"offline-{mode}.en"
     child = [sys.executable, __file__, "_offline", ckpt, src, timed, BEAMS[mode]]
     done = subprocess.run([str(a) for a in child], check=True, env=env, capture_output=True)
-    decode_s = json.loads(done.stdout.decode().strip().splitlines()[-1])["decode_s"]
+    timings = json.loads(done.stdout.decode().strip().splitlines()[-1])
     references, lines = read_lines(out), len(read_lines(src))
     return {
         "mode": mode,
         "references": references,
         "translate_py_wall_s": round(wall, 2),
-        "decode_s": round(decode_s, 2),
-        "sent_per_s": round(lines / decode_s, 1),
+        "decode_s": round(timings["decode_s"], 2),
+        "sent_per_s": round(lines / timings["decode_s"], 1),
+        "client_batches_sent_per_s": round(lines / timings["client_batches_s"], 1),
         "same_as_translate_py": read_lines(timed) == references,
     }
 
@@ -108,7 +114,9 @@ def load_table(
     runs, exits = [], {}
     for batching in (True, False):
         name = "batched" if batching else "unbatched"
-        with running_server(ckpt, work / f"serve-{name}.log", batching, env) as server:
+        with running_server(
+            ckpt, work / f"serve-{name}.log", batching, env, args.server_options
+        ) as server:
             for mode in args.modes:
                 for clients in args.clients:
                     log(f"{name}, {mode}, {clients} client(s): {len(sentences)} requests")
@@ -130,7 +138,7 @@ def memory_run(ckpt: Path, sentences: list[str], refs: dict, work: Path, args, e
     """A fresh batched server's memory after the first N1 requests and after N2 in all."""
     first, total = args.rss_requests
     found: dict[str, Any] = {"requests": [first, total]}
-    with running_server(ckpt, work / "serve-memory.log", True, env) as server:
+    with running_server(ckpt, work / "serve-memory.log", True, env, args.server_options) as server:
         for label, count in (("first", first), ("total", total - first)):
             log(f"memory: {count} requests from {TARGET_CLIENTS} clients, greedy")
             run = load_run(
@@ -183,7 +191,18 @@ def report(runs: list[dict], offline_runs: dict, memory: dict, extra: dict) -> N
         ["offline", mode, "-", str(o["sent_per_s"]), *["-"] * 5, str(o["same_as_translate_py"])]
         for mode, o in offline_runs.items()
     ]
+    rows += [
+        [f"offline, {TARGET_CLIENTS} a call", mode, "-", str(o["client_batches_sent_per_s"])]
+        + ["-"] * 6
+        for mode, o in offline_runs.items()
+    ]
     print_table(header, rows)
+    for mode, o in offline_runs.items():
+        ceiling = o["client_batches_sent_per_s"] / o["sent_per_s"]
+        print(
+            f"{mode}: offline in calls of {TARGET_CLIENTS} sentences runs at {ceiling:.0%} of "
+            f"offline: the most a server reaches with {TARGET_CLIENTS} one-sentence clients"
+        )
     if memory:
         first, total = memory["requests"]
         print(
@@ -226,6 +245,11 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--max-seconds", type=float, default=600, help="per load run (default 600)")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server and translate.py")
+    p.add_argument(
+        "--server-options",
+        default="",
+        help='more options of both servers, one string (e.g. "--batch-window-ms 10")',
+    )
     p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "serve_load")
     p.add_argument(
         "--quick",
@@ -233,6 +257,7 @@ def parse_args() -> argparse.Namespace:
         help="a smoke run: 40 sentences, 1 and 8 clients, memory at 100 and 400",
     )
     args = p.parse_args()
+    args.server_options = args.server_options.split()
     if args.quick:
         args.limit, args.clients, args.rss_requests = 40, [1, 8], [100, 400]
     return args
@@ -259,6 +284,7 @@ def main() -> None:
     memory = memory_run(ckpt, sentences, refs, work, args, env) if "greedy" in refs else {}
     extra = {"code": code, "checkpoint": str(ckpt), "sentences": len(sentences)}
     extra |= {"server_exit_codes": exits, "threads": args.threads, "cpus": os.cpu_count()}
+    extra |= {"server_options": args.server_options}
     report(runs, offline_runs, memory, extra)
 
 

@@ -285,9 +285,10 @@ def test_batcher_token_budget_closes_a_batch() -> None:
     assert calls == [3, 3, 1]
 
 
-def test_batcher_waits_only_while_requests_come_concurrently() -> None:
-    """A lone client's first request waits the window and gathers nobody; its next ones
-    are decoded at once. Requests that queue while the worker is busy are batched."""
+def test_batcher_waits_only_for_the_clients_it_expects() -> None:
+    """A lone client's requests are decoded at once. Requests that queue while the worker
+    is busy are batched, and the window holds that batch for the client that the last
+    batch answered, which comes back and joins it; nobody else is waited for."""
     calls: list[list[str]] = []
     release = threading.Event()
 
@@ -297,7 +298,7 @@ def test_batcher_waits_only_while_requests_come_concurrently() -> None:
             release.wait(timeout=10)
         return sentences
 
-    async def run() -> list[float]:
+    async def run() -> tuple[list[float], float]:
         batcher = Batcher(decode, window_s=1.0, max_tokens=100, max_queue=10)
         batcher.start()
         took = []
@@ -309,20 +310,23 @@ def test_batcher_waits_only_while_requests_come_concurrently() -> None:
             held = asyncio.ensure_future(batcher.submit(["held"], None, tokens=1, timeout=10))
             while calls[-1] != ["held"]:
                 await asyncio.sleep(0.01)
-            queued = [batcher.submit([s], None, tokens=1, timeout=10) for s in ("x", "y")]
-            queued_futures = [asyncio.ensure_future(q) for q in queued]
-            while batcher.waiting < 2:
+            queued = asyncio.ensure_future(batcher.submit(["queued"], None, tokens=1, timeout=10))
+            while batcher.waiting < 1:
                 await asyncio.sleep(0.01)
             release.set()
-            await asyncio.gather(held, *queued_futures)
+            await held
+            await asyncio.sleep(0.2)  # the answered client thinks, then comes back
+            start = time.monotonic()
+            await asyncio.gather(queued, batcher.submit(["back"], None, tokens=1, timeout=10))
+            back_took = time.monotonic() - start
         finally:
             await asyncio.to_thread(batcher.stop)
-        return took
+        return took, back_took
 
-    took = asyncio.run(run())
-    assert took[0] >= 1.0  # no batch yet: the first request waits the window
-    assert took[1] < 0.5 and took[2] < 0.5  # the window gathered nobody: no more waiting
-    assert calls == [["first"], ["second"], ["third"], ["held"], ["x", "y"]]
+    took, back_took = asyncio.run(run())
+    assert max(took) < 0.5  # a lone client: nobody to wait for
+    assert calls == [["first"], ["second"], ["third"], ["held"], ["queued", "back"]]
+    assert back_took < 0.5  # the batch closed once the expected client was in
 
 
 def test_batcher_refuses_what_the_queue_cannot_hold() -> None:

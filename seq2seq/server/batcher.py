@@ -1,11 +1,13 @@
 """Cross-request batching: one worker thread owns the model, the event loop only waits.
 
 A request's sentences go on a queue as one job. The worker takes the oldest job, adds
-the jobs already waiting and, while requests come concurrently, those that arrive within
-`window_s` of taking it, until `max_tokens`; it decodes them with one call per set of
-decoding options and hands each request its own slice of the results through its event
-loop. Requests come concurrently when the last batch had more than one job or jobs
-queued while the worker was busy; a lone client, one request at a time, never waits.
+the jobs already waiting and, while more are expected, each job that arrives within
+`window_s` of the one before, until `max_tokens`; it decodes them with one call per set
+of decoding options and hands each request its own slice of the results through its
+event loop. More are expected while the batch holds fewer jobs than were pending at once
+(submitted, not yet answered) during the last batch: clients that the last batch
+answered and that come back join the next one, and a lone client, one request at a
+time, never waits.
 """
 
 import asyncio
@@ -44,8 +46,8 @@ class Batcher:
 
     Args:
         decode: runs the model; called on the worker thread only.
-        window_s: how long after taking a job the worker waits for more to join it, while
-            requests come concurrently.
+        window_s: how long the worker waits for the next job to join a batch, while more
+            are expected.
         max_tokens: a batch stops gathering jobs once their tokens reach this.
         max_queue: sentences that may wait; beyond that `submit` raises QueueFull.
         batching: False decodes one job at a time, in order of arrival.
@@ -67,7 +69,8 @@ class Batcher:
         self.decoded = 0  # sentences decoded so far
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting = 0  # sentences in the queue
-        self._concurrent = True  # until a batch shows otherwise
+        self._pending = 0  # jobs submitted and not yet settled
+        self._peak = 0  # most jobs pending at once since the worker took the last batch
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="seq2seq-decoder", daemon=True)
 
@@ -100,6 +103,8 @@ class Batcher:
             if self._waiting + len(sentences) > self.max_queue:
                 raise QueueFull
             self._waiting += len(sentences)
+            self._pending += 1
+            self._peak = max(self._peak, self._pending)
         self._queue.put(job)
         return await asyncio.wait_for(job.future, timeout)
 
@@ -117,14 +122,15 @@ class Batcher:
         return job
 
     def _gather(self, first: Job) -> list[Job]:
-        """`first`, the jobs waiting, and, while requests come concurrently, those that join
-        within the window; up to the token budget."""
+        """`first`, the jobs waiting, and, while fewer jobs than the last batch's peak of
+        pending ones are in, each that joins within the window of the one before; up to
+        the token budget."""
+        with self._lock:
+            expected, self._peak = self._peak, self._pending
         jobs, tokens = [first], first.tokens
-        concurrent = self._concurrent or not self._queue.empty()
-        closes = time.monotonic() + (self.window_s if concurrent else 0.0)
         while self.batching and tokens < self.max_tokens:
             try:
-                job = self._take(max(closes - time.monotonic(), 0.0))
+                job = self._take(self.window_s if len(jobs) < expected else 0.0)
             except queue.Empty:
                 break
             if job is None:
@@ -132,12 +138,13 @@ class Batcher:
                 break
             jobs.append(job)
             tokens += job.tokens
-        self._concurrent = len(jobs) > 1
         return jobs
 
     def _decode_group(self, jobs: list[Job]) -> None:
         """One decode call for jobs with the same options; each gets its slice."""
         now = time.monotonic()
+        expired = [job for job in jobs if job.deadline <= now]
+        self._settled(len(expired))
         jobs = [job for job in jobs if job.deadline > now]
         if not jobs:
             return
@@ -146,14 +153,21 @@ class Batcher:
             results = self.decode(sentences, jobs[0].options)
         except Exception as err:
             log.exception("decoding %d sentence(s) failed", len(sentences))
+            self._settled(len(jobs))
             for job in jobs:
                 _settle(job, None, err)
             return
         self.batches, self.decoded = self.batches + 1, self.decoded + len(sentences)
+        self._settled(len(jobs))
         start = 0
         for job in jobs:
             _settle(job, results[start : start + len(job.sentences)], None)
             start += len(job.sentences)
+
+    def _settled(self, jobs: int) -> None:
+        """`jobs` are no longer pending: answered, failed or expired."""
+        with self._lock:
+            self._pending -= jobs
 
 
 def _by_options(jobs: list[Job]) -> list[list[Job]]:
