@@ -41,7 +41,7 @@ def running_server(
     port = free_port()
     cmd = [sys.executable, SERVE, "--checkpoint", ckpt, "--port", port, "--device", "cpu"]
     cmd += ["--log-level", "warning", "--max-queue", "4096", "--timeout", "60"]
-    cmd += [*extra] if batching else ["--no-batching", *extra]
+    cmd += ([] if batching else ["--no-batching"]) + extra
     with open(log_file, "wb") as stderr:
         process = subprocess.Popen([str(a) for a in cmd], stderr=stderr, env=env, cwd=REPO)
     server = {"port": port, "pid": process.pid}

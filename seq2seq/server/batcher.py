@@ -143,9 +143,9 @@ class Batcher:
     def _decode_group(self, jobs: list[Job]) -> None:
         """One decode call for jobs with the same options; each gets its slice."""
         now = time.monotonic()
-        expired = [job for job in jobs if job.deadline <= now]
-        self._settled(len(expired))
-        jobs = [job for job in jobs if job.deadline > now]
+        live = [job for job in jobs if job.deadline > now]
+        self._settled(len(jobs) - len(live))  # the expired ones
+        jobs = live
         if not jobs:
             return
         sentences = [sentence for job in jobs for sentence in job.sentences]
