@@ -6,6 +6,7 @@ The page in a real browser: test_server_page.py.
 """
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -404,12 +405,39 @@ def wait_healthy(base: str, process: subprocess.Popen, seconds: float = 120) -> 
     raise AssertionError("the server did not become healthy")
 
 
+def health(base: str) -> dict:
+    with urllib.request.urlopen(base + "/health", timeout=5) as response:
+        return json.load(response)
+
+
+class HalfSent:
+    """A translation request whose body is sent in two parts: the server admits it when
+    the headers arrive, and it stays in flight until `finish` sends the rest."""
+
+    def __init__(self, port: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.rest = body[1:]
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.connection.putrequest("POST", "/v1/translate")
+        self.connection.putheader("Content-Type", "application/json")
+        self.connection.putheader("Content-Length", str(len(body)))
+        self.connection.endheaders(message_body=body[:1])
+
+    def finish(self) -> tuple[int, dict]:
+        self.connection.send(self.rest)
+        response = self.connection.getresponse()
+        answer = response.status, json.load(response)
+        self.connection.close()
+        return answer
+
+
 def test_sigterm_during_load_answers_every_request_and_exits_0(
     checkpoint: Path, sentences: list[str], tmp_path: Path
 ) -> None:
-    """Clients send until refused; SIGTERM comes while requests wait in a batch window.
-    Each request gets its translation or a 503, or its connection is refused: none is
-    left without an answer; the requests in flight at SIGTERM are translated."""
+    """Clients send until refused; SIGTERM comes while one request, admitted, still sends
+    its body and others wait in a batch window. Each request gets its translation or a
+    503, or its connection is refused: none is left without an answer; the request in
+    flight at SIGTERM is translated."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, str(SERVE), "--checkpoint", str(checkpoint), "--port", str(port)]
@@ -418,32 +446,34 @@ def test_sigterm_during_load_answers_every_request_and_exits_0(
     log = tmp_path / "serve.log"
     with open(log, "wb") as stderr:
         process = subprocess.Popen(command, stderr=stderr, env=env)
-    outcomes: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
+    outcomes: list[str] = []
     try:
         wait_healthy(base, process)
+        in_flight = HalfSent(port, GOOD)
+        deadline = time.monotonic() + 30
+        while health(base)["in_flight"] < 1:  # admitted: its handler reads the body
+            assert time.monotonic() < deadline, "the half-sent request was not admitted"
+            time.sleep(0.05)
 
         def client(i: int) -> None:
-            while True:
-                sent = time.monotonic()
-                outcome = send(base, sentences[i % len(sentences)])
-                outcomes.append((sent, time.monotonic(), outcome))
-                if outcome != "200":
-                    return
+            while (outcome := send(base, sentences[i % len(sentences)])) == "200":
+                outcomes.append(outcome)
+            outcomes.append(outcome)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             clients = [pool.submit(client, i) for i in range(8)]
             time.sleep(1.5)
-            signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
+            status, answer = in_flight.finish()
             for done in clients:
                 done.result(timeout=60)
         assert process.wait(timeout=60) == 0, log.read_text()
     finally:
         if process.poll() is None:
             process.kill()
-    kinds = {outcome for _, _, outcome in outcomes}
-    assert kinds <= {"200", "503", "refused"}, kinds
-    assert any(o == "200" and sent < signalled < answered for sent, answered, o in outcomes)
+    assert status == 200 and len(answer["translations"]) == 1, answer
+    assert set(outcomes) <= {"200", "503", "refused"}, set(outcomes)
+    assert "200" in outcomes and len(outcomes) - outcomes.count("200") == 8  # one end each
     assert "Traceback" not in log.read_text()
 
 

@@ -207,6 +207,7 @@ async def health(request: Request) -> JSONResponse:
     status = "stopping" if service.gate.draining else "ok" if batcher.alive else "starting"
     content = {
         "status": status,
+        "in_flight": service.gate.in_flight,
         "queued": batcher.waiting,
         "batches": batcher.batches,
         "decoded": batcher.decoded,
