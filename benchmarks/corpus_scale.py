@@ -10,7 +10,7 @@ the work directory. Each run is a fresh process through `scripts/train.py`'s CLI
 (configs/multi30k_gru_bahdanau.yaml with this corpus as `data.train`, a cache
 folder of its own) that trains `--steps` updates:
 
-1. cold: SentencePiece trains on a sample (`data.spm_input_sentence_size`, 1M
+1. cold: SentencePiece trains on a sample (`data.spm_input_sentence_size`, 500k
    sentences by default), the corpus is tokenized into the Arrow cache (one
    process: `data.num_proc` 1), then training starts; the cache's size on disk
    is measured after it;
@@ -20,13 +20,17 @@ folder of its own) that trains `--steps` updates:
    against the largest corpus's shows whether training memory depends on corpus
    size (it should not: the Arrow cache is memory-mapped, never copied into lists).
 
-Peak RSS is each process's `ru_maxrss`. Output: a table, then one JSON line.
+Peak RSS is each process's `ru_maxrss`; beside it the peaks of its anonymous and of
+its file-backed resident pages, sampled every 50 ms (`RssSampler`): memory-mapped
+Arrow files count in RSS, but as page cache that the kernel takes back when memory is
+short. Output: a table, then one JSON line.
 """
 
 import argparse
 import json
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,10 +54,38 @@ TARGETS = {"cold_peak_rss_mib": 1536, "cold_peak_growth": 1.2, "cached_restart_s
 # -- in a child process -----------------------------------------------------------------------
 
 
+class RssSampler(threading.Thread):
+    """Samples this process's resident memory every 50 ms: the peaks of its anonymous
+    pages (the heap: Python objects, tensors, buffers) and of its file-backed pages
+    (memory-mapped files, Arrow's among them, and shared libraries), which `ru_maxrss`
+    counts together. File pages are the page cache's, given back under memory pressure."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peaks = {"RssAnon": 0, "RssFile": 0}
+
+    def run(self) -> None:
+        while True:
+            status = Path("/proc/self/status").read_text().splitlines()
+            for key, value in (line.split(":", 1) for line in status):
+                if key in self.peaks:
+                    self.peaks[key] = max(self.peaks[key], int(value.split()[0]))
+            time.sleep(0.05)
+
+    def mib(self) -> dict[str, float]:
+        return {
+            "peak_anon_mib": self.peaks["RssAnon"] / 1024,
+            "peak_file_mib": self.peaks["RssFile"] / 1024,
+        }
+
+
 def run_child(train_prefix: str, cache_dir: str, steps: str, out_dir: str, launched: str) -> None:
-    """Prepare the data (or reuse its cache) and train `steps` updates; print JSON timings."""
+    """Prepare the data (or reuse its cache) and train `steps` updates; print JSON timings
+    and memory peaks, those of the preparation apart."""
     from benchmarks.training_child import StepClock, short_run
 
+    sampler = RssSampler()
+    sampler.start()
     start = time.perf_counter()
     overrides = ["--data.train", train_prefix, "--data.cache_dir", cache_dir]
     cli = short_run(str(CONFIG), out_dir, int(steps), overrides)  # SentencePiece ready
@@ -62,6 +94,7 @@ def run_child(train_prefix: str, cache_dir: str, steps: str, out_dir: str, launc
     cli.datamodule.prepare_data()  # the Arrow cache of each split
     cli.datamodule.setup("fit")  # `fit` does both again: the caches are then reused
     prepare_s = time.perf_counter() - start
+    prepared = {f"prepare_{key}": value for key, value in sampler.mib().items()}
     clock = StepClock()
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -71,6 +104,8 @@ def run_child(train_prefix: str, cache_dir: str, steps: str, out_dir: str, launc
         "prepare_s": prepare_s,
         "first_batch_s": clock.starts[0] - time.perf_counter() + time.time() - float(launched),
         "steps": len(clock.starts),
+        **prepared,
+        **sampler.mib(),
     }
     print(json.dumps(figures))
 
@@ -115,14 +150,15 @@ def run(name: str, train_prefix: Path, cache: Path, work: Path, args) -> dict[st
 
 def report(runs: list[dict], sizes: list[int], extra: dict) -> None:
     header = ["run", "pairs", "tokenizer s", "prepare s", "pairs/s", "first batch s", "wall s"]
-    header += ["peak RSS MiB", "cache MiB/M pairs"]
+    header += ["peak RSS MiB", "anon MiB", "file MiB", "cache MiB/M pairs"]
     rows = []
     for r in runs:
         r["pairs_per_s"] = r["pairs"] / r["prepare_s"]
         times = [r["tokenizer_s"], r["prepare_s"], r["pairs_per_s"], r["first_batch_s"]]
         cells = [f"{x:.1f}" for x in [*times, r["wall_s"]]]
         disk = f"{r['cache_mib'] / r['pairs'] * 1e6:.0f}" if "cache_mib" in r else "-"
-        rows.append([r["run"], str(r["pairs"]), *cells, f"{r['peak_rss_mib']:.0f}", disk])
+        memory = [f"{r[key]:.0f}" for key in ("peak_rss_mib", "peak_anon_mib", "peak_file_mib")]
+        rows.append([r["run"], str(r["pairs"]), *cells, *memory, disk])
     print_table(header, rows)
     by = {r["run"]: r for r in runs}
     small, large = by[f"{min(sizes)} cold"], by[f"{max(sizes)} cold"]

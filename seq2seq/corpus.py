@@ -1,19 +1,18 @@
 """Parallel text: reading aligned files or a Hugging Face translation dataset, cleaning, tokenizing.
 
-`FileCorpus` and `HFCorpus` offer the same three things: `pairs()` (an
-iterator of `(source, target)` strings), `fingerprint` (changes when the data
-changes, for cache keys) and `to_dataset(path)` (a `datasets.Dataset` with
-string columns `src_text` and `tgt_text`). `tokenize_corpus` turns either into
-token ids, cleaning training data on the way.
+`FileCorpus` and `HFCorpus` offer the same two things: `pairs()` (an iterator of
+`(source, target)` strings) and `fingerprint` (changes when the data changes, for
+cache keys). `tokenize_corpus` turns either into token ids in one pass, chunk by
+chunk, cleaning training data on the way, and writes them to one Arrow file.
 """
 
 import gzip
 import hashlib
 import logging
+import multiprocessing
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from itertools import islice, zip_longest
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-TEXT_SCHEMA = pa.schema([("src_text", pa.string()), ("tgt_text", pa.string())])
-IDS = datasets.List(datasets.Value("int32"))
 CHUNK_SIZE = 10_000
 
 
@@ -175,14 +172,6 @@ class FileCorpus:
         """The aligned lines."""
         return read_parallel(self.src_path, self.tgt_path)
 
-    def to_dataset(self, path: Path) -> datasets.Dataset:
-        """Write the pairs to the Arrow file `path` chunk by chunk; return it memory-mapped."""
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, TEXT_SCHEMA) as writer:
-            for chunk in _chunks(self.pairs(), CHUNK_SIZE):
-                src, tgt = zip(*chunk, strict=True)
-                writer.write_batch(pa.record_batch([list(src), list(tgt)], schema=TEXT_SCHEMA))
-        return datasets.Dataset.from_file(str(path))
-
 
 @dataclass(frozen=True)
 class HFCorpus:
@@ -208,84 +197,111 @@ class HFCorpus:
         for batch in self.dataset.iter(batch_size=CHUNK_SIZE):
             yield from zip(batch["src_text"], batch["tgt_text"], strict=True)
 
-    def to_dataset(self, path: Path) -> datasets.Dataset:
-        """The dataset itself; `path` is unused, as nothing needs writing."""
-        return self.dataset
+
+@dataclass
+class _Tally:
+    """Pairs read, and dropped for each reason, over the chunks of a corpus."""
+
+    pairs: int = 0
+    blank: int = 0
+    too_long: int = 0
 
 
-def _tokenize(batch: dict[str, list], tokenizer: Tokenizer) -> dict[str, list]:
-    return {
-        "src_ids": tokenizer.encode_src(batch["src_text"]),
-        "tgt_ids": tokenizer.encode_tgt(batch["tgt_text"]),
-    }
+def _tokenized_chunk(
+    chunk: list[tuple[str, str]], tokenizer: Tokenizer, max_len: int | None
+) -> tuple[pa.RecordBatch, int, int]:
+    """One chunk of pairs as a record batch of the output schema (without `index`), and
+    how many pairs it dropped with a blank side and with more than `max_len` tokens."""
+    src, tgt = map(list, zip(*chunk, strict=True))
+    if max_len is None:
+        columns = [src, tgt, tokenizer.encode_src(src), tokenizer.encode_tgt(tgt)]
+        return pa.record_batch(columns, schema=_schema(with_text=True, with_index=False)), 0, 0
+    nonblank = [(s, t) for s, t in zip(src, tgt, strict=True) if s.strip() and t.strip()]
+    src_ids = tokenizer.encode_src([s for s, _ in nonblank])
+    tgt_ids = tokenizer.encode_tgt([t for _, t in nonblank])
+    within = [
+        (s, t) for s, t in zip(src_ids, tgt_ids, strict=True) if max(len(s), len(t)) <= max_len
+    ]
+    columns = [[s for s, _ in within], [t for _, t in within]]
+    batch = pa.record_batch(columns, schema=_schema(with_text=False, with_index=False))
+    return batch, len(chunk) - len(nonblank), len(nonblank) - len(within)
 
 
-def _both_nonblank(src: list[str], tgt: list[str]) -> list[bool]:
-    return [bool(s.strip() and t.strip()) for s, t in zip(src, tgt, strict=True)]
+def _schema(*, with_text: bool, with_index: bool) -> pa.Schema:
+    """The tokenized corpus's columns: [src_text, tgt_text,] src_ids, tgt_ids[, index]."""
+    ids = pa.list_(pa.int32())
+    fields = [("src_text", pa.string()), ("tgt_text", pa.string())] if with_text else []
+    fields += [("src_ids", ids), ("tgt_ids", ids)]
+    return pa.schema(fields + ([("index", pa.int64())] if with_index else []))
 
 
-def _both_within(src: list[list[int]], tgt: list[list[int]], max_len: int) -> list[bool]:
-    return [len(s) <= max_len and len(t) <= max_len for s, t in zip(src, tgt, strict=True)]
+def _tokenized_chunks(
+    corpus: FileCorpus | HFCorpus, tokenizer: Tokenizer, max_len: int | None, num_proc: int
+) -> Iterator[tuple[pa.RecordBatch, int, int]]:
+    """`_tokenized_chunk` of each chunk of the corpus, in order; `num_proc` > 1 tokenizes
+    in that many worker processes, each holding its own copy of the tokenizer."""
+    chunks = _chunks(corpus.pairs(), CHUNK_SIZE)
+    if num_proc == 1:
+        yield from (_tokenized_chunk(chunk, tokenizer, max_len) for chunk in chunks)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
+    setup = (tokenizer.to_dict(), max_len)
+    with context.Pool(num_proc, initializer=_start_worker, initargs=setup) as pool:
+        yield from pool.imap(_worker_chunk, chunks)
 
 
-def _drop(
-    data: datasets.Dataset,
-    keep: Callable[..., list[bool]],
-    columns: list[str],
-    reason: str,
-    corpus: FileCorpus | HFCorpus,
-    cache_file: Path,
-    num_proc: int,
-) -> datasets.Dataset:
-    """Keep the pairs that `keep(*columns)` accepts; log how many went; none left: UserError."""
-    kept = data.filter(
-        keep,
-        input_columns=columns,
-        batched=True,
-        num_proc=num_proc,
-        cache_file_name=str(cache_file),
-        desc=f"dropping pairs with {reason}",
-    )
-    log.info(
-        "dropped %d of %d pairs with %s from %s", len(data) - len(kept), len(data), reason, corpus
-    )
-    if len(kept) == 0:
-        raise UserError(f"corpus {corpus} is empty after dropping pairs with {reason}")
-    return kept
+_worker: dict = {}  # in a worker process: its tokenizer and max_len
+
+
+def _start_worker(tokenizer_state: dict[str, bytes], max_len: int | None) -> None:
+    _worker.update(tokenizer=Tokenizer.from_dict(tokenizer_state), max_len=max_len)
+
+
+def _worker_chunk(chunk: list[tuple[str, str]]) -> tuple[pa.RecordBatch, int, int]:
+    return _tokenized_chunk(chunk, _worker["tokenizer"], _worker["max_len"])
 
 
 def tokenize_corpus(
     corpus: FileCorpus | HFCorpus,
     tokenizer: Tokenizer,
-    work: Path,
+    path: Path,
     max_len: int | None = None,
     num_proc: int = 1,
 ) -> datasets.Dataset:
-    """The corpus as a dataset of `src_ids`, `tgt_ids` (no BOS/EOS) and `index`.
+    """Write the corpus's `src_ids`, `tgt_ids` (no BOS/EOS) and `index` to the Arrow file
+    `path`, one chunk of pairs at a time (memory stays flat with the corpus size); return
+    it memory-mapped.
 
-    With `max_len` (training data), pairs with a blank side or more than
-    `max_len` tokens on a side are dropped and the text columns too. Without it
-    every pair stays, empty lines included, with its `src_text` and `tgt_text`.
-    Intermediate Arrow files go to the folder `work`.
+    With `max_len` (training data), pairs with a blank side or more than `max_len`
+    tokens on a side are dropped (each count is logged), and so are the text columns.
+    Without it every pair stays, empty lines included, with its `src_text` and
+    `tgt_text`. A corpus left empty raises UserError.
     """
-    data = corpus.to_dataset(work / "text.arrow")
-    if len(data) == 0:
+    tally = _Tally()
+    schema = _schema(with_text=max_len is None, with_index=True)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for batch, blank, too_long in _tokenized_chunks(corpus, tokenizer, max_len, num_proc):
+            start = tally.pairs - tally.blank - tally.too_long
+            index = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
+            writer.write_batch(pa.record_batch([*batch.columns, index], schema=schema))
+            tally.pairs += blank + too_long + batch.num_rows
+            tally.blank, tally.too_long = tally.blank + blank, tally.too_long + too_long
+    _check_kept(corpus, tally, max_len)
+    return datasets.Dataset.from_file(str(path))
+
+
+def _check_kept(corpus: FileCorpus | HFCorpus, tally: _Tally, max_len: int | None) -> None:
+    """Log the pairs dropped for each reason; UserError where none is left."""
+    if tally.pairs == 0:
         raise UserError(f"corpus {corpus} is empty")
-    if max_len is not None:
-        text = ["src_text", "tgt_text"]
-        data = _drop(data, _both_nonblank, text, "a blank side", corpus, work / "a.arrow", num_proc)
-    data = data.map(
-        _tokenize,
-        batched=True,
-        fn_kwargs={"tokenizer": tokenizer},
-        features=datasets.Features({**data.features, "src_ids": IDS, "tgt_ids": IDS}),
-        num_proc=num_proc,
-        cache_file_name=str(work / "ids.arrow"),
-        desc="tokenizing",
-    )
-    if max_len is not None:
-        within, ids = partial(_both_within, max_len=max_len), ["src_ids", "tgt_ids"]
-        reason = f"more than {max_len} tokens"
-        data = _drop(data, within, ids, reason, corpus, work / "b.arrow", num_proc)
-        data = data.remove_columns(["src_text", "tgt_text"])
-    return data.add_column("index", np.arange(len(data)))
+    if max_len is None:
+        return
+    left = tally.pairs
+    for dropped, reason in [
+        (tally.blank, "a blank side"),
+        (tally.too_long, f"more than {max_len} tokens"),
+    ]:
+        log.info("dropped %d of %d pairs with %s from %s", dropped, left, reason, corpus)
+        left -= dropped
+        if left == 0:
+            raise UserError(f"corpus {corpus} is empty after dropping pairs with {reason}")

@@ -2,7 +2,7 @@
 
 Everything expensive is cached under `cache_dir`, keyed by all it depends on:
 `spm-<key>/` holds trained SentencePiece models, `data-<split>-<key>/` one
-tokenized split written by `Dataset.save_to_disk`. Each is built in a
+tokenized split as one Arrow file (`data.arrow`), memory-mapped. Each is built in a
 temporary folder and renamed into place with a marker file inside, so a
 half-written cache is never read and two processes may build at once. Under
 torchrun, SLURM or DDP, SentencePiece is trained by global rank 0 alone; the
@@ -10,7 +10,6 @@ other processes wait for its model in the cache (shared by all processes).
 """
 
 import logging
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -30,7 +29,9 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the layout of cached datasets changes
+SPM_FORMAT = 1  # bump when the layout of the cached SentencePiece models changes
+DATA_FORMAT = 2  # bump when the layout of cached datasets changes
+DATA_FILE = "data.arrow"  # a cached split: this Arrow file in its folder
 SPM_WAIT_SECONDS = 4 * 3600  # how long other ranks wait for rank 0's SentencePiece model
 SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -81,7 +82,7 @@ class TranslationDataModule(LightningDataModule):
         vocab_size: int = 8000,
         spm_type: Literal["unigram", "bpe"] = "unigram",
         joint_vocab: bool = True,
-        spm_input_sentence_size: int = 1_000_000,
+        spm_input_sentence_size: int = 500_000,
         max_len: int = 100,
         max_tokens: int = 4096,
         num_proc: int = 1,
@@ -106,7 +107,8 @@ class TranslationDataModule(LightningDataModule):
             vocab_size: Vocabulary size of a trained SentencePiece model (per side).
             spm_type: SentencePiece algorithm of a trained model.
             joint_vocab: Train one model for both languages rather than one per side.
-            spm_input_sentence_size: Sentences SentencePiece samples for training (0: all).
+            spm_input_sentence_size: Sentences SentencePiece samples for training (0: all;
+                its trainer holds about 1.5 KB of memory a sentence).
             max_len: Longest training sentence, in tokens; longer training pairs are dropped.
             max_tokens: Batch size in tokens, padding included; at least max_len + 1.
             num_proc: Processes for tokenizing the corpus.
@@ -239,7 +241,7 @@ class TranslationDataModule(LightningDataModule):
         corpus = self._corpus("train")
         langs, size = [self.src_lang, self.tgt_lang], self.spm_input_sentence_size
         settings = [self.vocab_size, self.spm_type, self.joint_vocab, langs, size]
-        key = cache_key("spm", FORMAT_VERSION, corpus.fingerprint, settings)
+        key = cache_key("spm", SPM_FORMAT, corpus.fingerprint, settings)
         path = self.cache_dir / f"spm-{key}"
         if global_rank() > 0:  # rank 0 trains it, the others load what it saves
             wait_for_file(path / MARKER, "SentencePiece model", SPM_WAIT_SECONDS)
@@ -266,7 +268,7 @@ class TranslationDataModule(LightningDataModule):
         max_len = self.max_len if split == "train" else None
         corpus = self._corpus(split)
         fingerprints = corpus.fingerprint, self.tokenizer.fingerprint
-        key = cache_key("data", FORMAT_VERSION, *fingerprints, max_len)
+        key = cache_key("data", DATA_FORMAT, *fingerprints, max_len)
         return self.cache_dir / f"data-{split}-{key}"
 
     def _dataset(self, split: str) -> datasets.Dataset:
@@ -275,20 +277,16 @@ class TranslationDataModule(LightningDataModule):
             path = self._cache_path(split)
             if not is_complete(path):
                 self._build(split, path)
-            self._datasets[split] = datasets.load_from_disk(str(path))
+            self._datasets[split] = datasets.Dataset.from_file(str(path / DATA_FILE))
         return self._datasets[split]
 
     def _build(self, split: str, path: Path) -> None:
         corpus = self._corpus(split)
         log.info("building %s dataset from %s", split, corpus)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with (
-            tempfile.TemporaryDirectory(prefix=".work-", dir=self.cache_dir) as work,
-            staging(path) as out,
-        ):
+        with staging(path) as out:
             max_len = self.max_len if split == "train" else None
-            data = tokenize_corpus(corpus, self.tokenizer, Path(work), max_len, self.num_proc)
-            data.save_to_disk(str(out))
+            data = tokenize_corpus(corpus, self.tokenizer, out / DATA_FILE, max_len, self.num_proc)
         log.info("saved %s dataset (%d pairs) to %s", split, len(data), path)
 
     def _replicas(self) -> tuple[int, int]:

@@ -115,7 +115,7 @@ class Tokenizer:
         vocab_size: int,
         model_type: Literal["unigram", "bpe"] = "unigram",
         joint: bool = True,
-        input_sentence_size: int = 1_000_000,
+        input_sentence_size: int = 500_000,
         character_coverage: float = 1.0,
         seed: int = 0,
     ) -> "Tokenizer":

@@ -100,13 +100,6 @@ def test_file_fingerprint_changes_with_content(tmp_path: Path) -> None:
     assert file_fingerprint(path) != before
 
 
-def test_file_corpus_to_dataset(tmp_path: Path) -> None:
-    corpus = write_pair(tmp_path / "c", ["a", "b"], ["x", "y"])
-    data = corpus.to_dataset(tmp_path / "text.arrow")
-    assert data["src_text"][:] == ["a", "b"]
-    assert data["tgt_text"][:] == ["x", "y"]
-
-
 @pytest.fixture
 def saved_dataset(tmp_path: Path) -> Path:
     """A DatasetDict with `translation` dicts, saved to disk."""
@@ -178,22 +171,51 @@ def test_tokenize_corpus_cleans_only_with_max_len(
     src = ["eins", "", "zwei", long, "drei"]
     tgt = ["one", "nothing", " ", "seven", "three"]
     corpus = write_pair(tmp_path / "c", src, tgt)
-    (tmp_path / "w1").mkdir()
-    (tmp_path / "w2").mkdir()
 
-    kept = tokenize_corpus(corpus, tokenizer, tmp_path / "w1")
+    kept = tokenize_corpus(corpus, tokenizer, tmp_path / "kept.arrow")
     assert kept.column_names == ["src_text", "tgt_text", "src_ids", "tgt_ids", "index"]
     assert kept["src_text"][:] == src
     assert kept["src_ids"][1] == []
     assert kept["index"][:] == list(range(5))
 
     caplog.set_level(logging.INFO, logger="seq2seq")
-    cleaned = tokenize_corpus(corpus, tokenizer, tmp_path / "w2", max_len=20)
+    cleaned = tokenize_corpus(corpus, tokenizer, tmp_path / "cleaned.arrow", max_len=20)
     assert cleaned.column_names == ["src_ids", "tgt_ids", "index"]
     assert cleaned["src_ids"][:] == tokenizer.encode_src(["eins", "drei"])
     assert cleaned["index"][:] == [0, 1]
     assert "dropped 2 of 5 pairs with a blank side" in caplog.text
     assert "dropped 1 of 3 pairs with more than 20 tokens" in caplog.text
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_tokenize_corpus_in_chunks_equals_one_chunk(
+    tmp_path: Path,
+    tokenizer: Tokenizer,
+    num_proc: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Chunks of 3 pairs, in one process or two, give what one chunk gives: the same ids
+    in order, `index` counting the kept pairs across chunks, drops counted in all."""
+    src = ["eins", "", "zwei drei", " ".join(["vier"] * 30), "fünf", "sechs", "", "sieben"]
+    tgt = ["one", "x", "two three", "four", "", "six", "y", "seven"]
+    corpus = write_pair(tmp_path / "c", src, tgt)
+    whole = tokenize_corpus(corpus, tokenizer, tmp_path / "whole.arrow", max_len=20)
+    caplog.set_level(logging.INFO, logger="seq2seq")
+    monkeypatch.setattr("seq2seq.corpus.CHUNK_SIZE", 3)
+    chunked = tokenize_corpus(corpus, tokenizer, tmp_path / "chunked.arrow", 20, num_proc)
+    assert chunked["src_ids"][:] == whole["src_ids"][:]
+    assert chunked["src_ids"][:] == tokenizer.encode_src(["eins", "zwei drei", "sechs", "sieben"])
+    assert chunked["tgt_ids"][:] == tokenizer.encode_tgt(["one", "two three", "six", "seven"])
+    assert chunked["index"][:] == [0, 1, 2, 3]
+    assert "dropped 3 of 8 pairs with a blank side" in caplog.text
+    assert "dropped 1 of 5 pairs with more than 20 tokens" in caplog.text
+
+
+def test_tokenize_corpus_refuses_an_empty_corpus(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    corpus = write_pair(tmp_path / "c", [], [])
+    with pytest.raises(UserError, match=r"c\.de \+ .*c\.en is empty$"):
+        tokenize_corpus(corpus, tokenizer, tmp_path / "out.arrow")
 
 
 def test_load_hf_translation_feature(tmp_path: Path) -> None:
