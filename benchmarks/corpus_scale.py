@@ -23,7 +23,10 @@ folder of its own) that trains `--steps` updates:
 Peak RSS is each process's `ru_maxrss`; beside it the peaks of its anonymous and of
 its file-backed resident pages, sampled every 50 ms (`RssSampler`): memory-mapped
 Arrow files count in RSS, but as page cache that the kernel takes back when memory is
-short. Output: a table, then one JSON line.
+short. The targets count the preparation: its peak is the sum of the two peaks
+sampled until the data is ready (an upper bound of its RSS), at most 1.5 GiB for the
+largest corpus and 1.2x the smallest's; and the largest corpus's cached restart, at
+most 15 s. Output: a table, the targets, then one JSON line.
 """
 
 import argparse
@@ -150,39 +153,44 @@ def run(name: str, train_prefix: Path, cache: Path, work: Path, args) -> dict[st
 
 def report(runs: list[dict], sizes: list[int], extra: dict) -> None:
     header = ["run", "pairs", "tokenizer s", "prepare s", "pairs/s", "first batch s", "wall s"]
-    header += ["peak RSS MiB", "anon MiB", "file MiB", "cache MiB/M pairs"]
+    header += ["prep peak MiB", "peak RSS MiB", "anon MiB", "file MiB", "cache MiB/M pairs"]
     rows = []
     for r in runs:
         r["pairs_per_s"] = r["pairs"] / r["prepare_s"]
+        r["prepare_peak_mib"] = r["prepare_peak_anon_mib"] + r["prepare_peak_file_mib"]
         times = [r["tokenizer_s"], r["prepare_s"], r["pairs_per_s"], r["first_batch_s"]]
         cells = [f"{x:.1f}" for x in [*times, r["wall_s"]]]
+        keys = ("prepare_peak_mib", "peak_rss_mib", "peak_anon_mib", "peak_file_mib")
         disk = f"{r['cache_mib'] / r['pairs'] * 1e6:.0f}" if "cache_mib" in r else "-"
-        memory = [f"{r[key]:.0f}" for key in ("peak_rss_mib", "peak_anon_mib", "peak_file_mib")]
-        rows.append([r["run"], str(r["pairs"]), *cells, *memory, disk])
+        rows.append([r["run"], str(r["pairs"]), *cells, *(f"{r[k]:.0f}" for k in keys), disk])
     print_table(header, rows)
     by = {r["run"]: r for r in runs}
     small, large = by[f"{min(sizes)} cold"], by[f"{max(sizes)} cold"]
-    peak, growth = large["peak_rss_mib"], large["peak_rss_mib"] / small["peak_rss_mib"]
+    peak = large["prepare_peak_mib"]
+    growth = peak / small["prepare_peak_mib"]
     restart = by[f"{max(sizes)} warm"]["first_batch_s"]
-    training_growth = by[f"{max(sizes)} warm"]["peak_rss_mib"] - by["multi30k warm"]["peak_rss_mib"]
+    trained = by[f"{max(sizes)} warm"]["peak_anon_mib"] - by["multi30k warm"]["peak_anon_mib"]
     verdicts = {
         "cold_peak_rss": peak <= TARGETS["cold_peak_rss_mib"],
         "cold_peak_growth": growth <= TARGETS["cold_peak_growth"],
         "cached_restart": restart <= TARGETS["cached_restart_s"],
     }
     lines = [
-        f"cold preparation peak RSS at {large['pairs']} pairs: {peak:.0f} MiB (target <= "
-        f"{TARGETS['cold_peak_rss_mib']})",
-        f"cold peak RSS, {large['pairs']} over {small['pairs']} pairs: {growth:.2f}x (target <= "
-        f"{TARGETS['cold_peak_growth']:g}x)",
+        f"cold preparation peak RSS (anonymous + file-backed peaks) at {large['pairs']} "
+        f"pairs: {peak:.0f} MiB (target <= {TARGETS['cold_peak_rss_mib']})",
+        f"cold preparation peak RSS, {large['pairs']} over {small['pairs']} pairs: "
+        f"{growth:.2f}x (target <= {TARGETS['cold_peak_growth']:g}x)",
         f"cached restart to the first training batch at {large['pairs']} pairs: {restart:.1f} s "
         f"(target <= {TARGETS['cached_restart_s']:g})",
     ]
     for line, ok in zip(lines, verdicts.values(), strict=True):
         print(f"{line}: {'met' if ok else 'NOT met'}")
-    print(f"training peak RSS, {large['pairs']} pairs minus Multi30k's: {training_growth:+.0f} MiB")
-    figures = {"runs": runs, "cold_peak_rss_mib": round(peak), "cold_peak_growth": round(growth, 2)}
-    figures |= {"cached_restart_s": round(restart, 1), "training_rss_growth_mib": training_growth}
+    print(
+        f"training's anonymous peak, {large['pairs']} pairs minus Multi30k's: {trained:+.0f} MiB "
+        "(file-backed pages grow as batches read the memory-mapped cache: page cache)"
+    )
+    figures = {"runs": runs, "cold_prepare_peak_mib": round(peak), "growth": round(growth, 2)}
+    figures |= {"cached_restart_s": round(restart, 1), "training_anon_growth_mib": trained}
     print(json.dumps(figures | {"targets_met": verdicts} | extra, default=str))
 
 
