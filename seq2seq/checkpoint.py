@@ -103,7 +103,8 @@ def check_resumable(
         raise UserError(
             f"{path} was trained with SentencePiece model(s) {saved.fingerprint}, but the "
             f"data gives {tokenizer.fingerprint} (a changed corpus or vocabulary setting "
-            "trains new ones): resume with the data and settings of that run"
+            "trains new ones): resume with the data and settings of that run (for a run "
+            "begun before data.spm_input_sentence_size defaulted to 500000: 1000000)"
         )
     if TRAINING_WEIGHTS in checkpoint and not ema_decay:
         decay = checkpoint["hyper_parameters"].get("ema_decay")

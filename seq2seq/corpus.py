@@ -10,17 +10,24 @@ import gzip
 import hashlib
 import logging
 import multiprocessing
+import signal
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass
-from itertools import islice, zip_longest
+from itertools import chain, islice, zip_longest
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
+from tqdm import tqdm
 
 from seq2seq.errors import UserError
+from seq2seq.textfiles import atomic_binary_output
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -238,22 +245,45 @@ def _schema(*, with_text: bool, with_index: bool) -> pa.Schema:
 def _tokenized_chunks(
     corpus: FileCorpus | HFCorpus, tokenizer: Tokenizer, max_len: int | None, num_proc: int
 ) -> Iterator[tuple[pa.RecordBatch, int, int]]:
-    """`_tokenized_chunk` of each chunk of the corpus, in order; `num_proc` > 1 tokenizes
-    in that many worker processes, each holding its own copy of the tokenizer."""
+    """`_tokenized_chunk` of each chunk of the corpus, in order. With `num_proc` > 1 and
+    more than one chunk, worker processes (forked, as `datasets.map`'s are) tokenize
+    while this process reads the corpus and writes: at most 2 chunks a worker in flight.
+    A worker that dies (out of memory, say) is a UserError, never a hang."""
     chunks = _chunks(corpus.pairs(), CHUNK_SIZE)
-    if num_proc == 1:
+    first_two = list(islice(chunks, 2))
+    chunks = chain(first_two, chunks)
+    if num_proc == 1 or len(first_two) < 2:
         yield from (_tokenized_chunk(chunk, tokenizer, max_len) for chunk in chunks)
         return
-    context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
     setup = (tokenizer.to_dict(), max_len)
-    with context.Pool(num_proc, initializer=_start_worker, initargs=setup) as pool:
-        yield from pool.imap(_worker_chunk, chunks)
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(num_proc, context, initializer=_start_worker, initargs=setup)
+    in_flight: deque[Future] = deque()
+    try:
+        for chunk in chunks:
+            in_flight.append(pool.submit(_worker_chunk, chunk))
+            if len(in_flight) >= 2 * num_proc:
+                yield _result(in_flight.popleft())
+        while in_flight:
+            yield _result(in_flight.popleft())
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _result(future: Future) -> tuple[pa.RecordBatch, int, int]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise UserError(
+            "a tokenizing worker process died (out of memory?): try a smaller data.num_proc"
+        ) from None
 
 
 _worker: dict = {}  # in a worker process: its tokenizer and max_len
 
 
 def _start_worker(tokenizer_state: dict[str, bytes], max_len: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
     _worker.update(tokenizer=Tokenizer.from_dict(tokenizer_state), max_len=max_len)
 
 
@@ -269,8 +299,8 @@ def tokenize_corpus(
     num_proc: int = 1,
 ) -> datasets.Dataset:
     """Write the corpus's `src_ids`, `tgt_ids` (no BOS/EOS) and `index` to the Arrow file
-    `path`, one chunk of pairs at a time (memory stays flat with the corpus size); return
-    it memory-mapped.
+    `path`, one chunk of pairs at a time (memory stays flat with the corpus size; the
+    file appears only when complete); return it memory-mapped.
 
     With `max_len` (training data), pairs with a blank side or more than `max_len`
     tokens on a side are dropped (each count is logged), and so are the text columns.
@@ -279,14 +309,20 @@ def tokenize_corpus(
     """
     tally = _Tally()
     schema = _schema(with_text=max_len is None, with_index=True)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for batch, blank, too_long in _tokenized_chunks(corpus, tokenizer, max_len, num_proc):
+    with (
+        atomic_binary_output(str(path)) as sink,
+        pa.ipc.new_stream(sink, schema) as writer,
+        closing(_tokenized_chunks(corpus, tokenizer, max_len, num_proc)) as chunks,
+        tqdm(desc="tokenizing", unit=" pairs", unit_scale=True, mininterval=2) as bar,
+    ):
+        for batch, blank, too_long in chunks:
             start = tally.pairs - tally.blank - tally.too_long
             index = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
             writer.write_batch(pa.record_batch([*batch.columns, index], schema=schema))
             tally.pairs += blank + too_long + batch.num_rows
             tally.blank, tally.too_long = tally.blank + blank, tally.too_long + too_long
-    _check_kept(corpus, tally, max_len)
+            bar.update(blank + too_long + batch.num_rows)
+        _check_kept(corpus, tally, max_len)  # before the file is renamed into place
     return datasets.Dataset.from_file(str(path))
 
 

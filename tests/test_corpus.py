@@ -2,6 +2,7 @@
 
 import gzip
 import logging
+import multiprocessing
 import os
 import re
 from pathlib import Path
@@ -210,6 +211,49 @@ def test_tokenize_corpus_in_chunks_equals_one_chunk(
     assert chunked["index"][:] == [0, 1, 2, 3]
     assert "dropped 3 of 8 pairs with a blank side" in caplog.text
     assert "dropped 1 of 5 pairs with more than 20 tokens" in caplog.text
+
+
+def test_tokenize_corpus_in_two_processes_keeps_every_pair_and_its_text(
+    tmp_path: Path, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = ["eins", "", "zwei drei", "vier", "fünf"]
+    tgt = ["one", "", "two three", "", "five"]
+    corpus = write_pair(tmp_path / "c", src, tgt)
+    monkeypatch.setattr("seq2seq.corpus.CHUNK_SIZE", 2)
+    data = tokenize_corpus(corpus, tokenizer, tmp_path / "two.arrow", num_proc=2)
+    assert data["src_text"][:] == src and data["tgt_text"][:] == tgt
+    assert data["tgt_ids"][:] == tokenizer.encode_tgt(tgt)
+    assert data["index"][:] == list(range(5))
+
+
+def test_a_bad_line_mid_corpus_stops_the_workers_and_writes_nothing(
+    tmp_path: Path, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_pair(tmp_path / "c", ["eins"] * 7, ["one"] * 7)
+    with open(corpus.src_path, "ab") as f:
+        f.write(b"zwei \xff\n")
+    with open(corpus.tgt_path, "a", encoding="utf-8") as f:
+        f.write("two\n")
+    monkeypatch.setattr("seq2seq.corpus.CHUNK_SIZE", 2)
+    with pytest.raises(UserError, match=rf"{re.escape(str(corpus.src_path))}:8: invalid UTF-8"):
+        tokenize_corpus(corpus, tokenizer, tmp_path / "out.arrow", 20, num_proc=2)
+    assert list(tmp_path.glob("*.arrow*")) == [] and list(tmp_path.glob(".out.arrow*")) == []
+    assert multiprocessing.active_children() == []
+
+
+def _die(chunk: list[tuple[str, str]]) -> None:
+    os._exit(1)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(
+    tmp_path: Path, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_pair(tmp_path / "c", ["eins"] * 6, ["one"] * 6)
+    monkeypatch.setattr("seq2seq.corpus.CHUNK_SIZE", 2)
+    monkeypatch.setattr("seq2seq.corpus._worker_chunk", _die)  # the forked workers see it
+    with pytest.raises(UserError, match="worker process died"):
+        tokenize_corpus(corpus, tokenizer, tmp_path / "out.arrow", num_proc=2)
+    assert not (tmp_path / "out.arrow").exists()
 
 
 def test_tokenize_corpus_refuses_an_empty_corpus(tmp_path: Path, tokenizer: Tokenizer) -> None:
