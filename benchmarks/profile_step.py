@@ -34,8 +34,7 @@ PHASES = [
     ("encoder_done", "encoder"),
     ("output", "decoder steps"),
     ("forward_done", "output projection and loss"),
-    ("logits_grad", "backward: loss"),
-    ("output_grad", "backward: output projection"),
+    ("output_grad", "backward: output projection and loss"),
     ("memory_grad", "backward: decoder steps"),
     ("backward_done", "backward: encoder"),
     ("end", "optimizer (clipping, Adam)"),
@@ -50,8 +49,14 @@ class PhaseClock(Callback):
         self.marks: list[dict[str, float]] = []
         model.encoder.register_forward_pre_hook(lambda *_: self._mark("encoder"))
         model.encoder.register_forward_hook(self._encoder_done)
-        model.decoder.output.register_forward_pre_hook(self._output_start)
-        model.decoder.output.register_forward_hook(self._output_done)
+        losses = model.decoder.losses  # the projection and the loss, fused: no module call
+
+        def timed_losses(outputs: Tensor, *args, **options) -> tuple[Tensor, Tensor]:
+            self._mark("output")
+            self._on_grad(outputs, "output_grad")  # (B, T, H)
+            return losses(outputs, *args, **options)
+
+        model.decoder.losses = timed_losses
 
     def _mark(self, name: str) -> None:
         self.marks[-1][name] = time.perf_counter()
@@ -65,13 +70,6 @@ class PhaseClock(Callback):
         self._mark("encoder_done")
         for tensor in outputs:  # (B, S, D) states, (B, D) summary
             self._on_grad(tensor, "memory_grad")
-
-    def _output_start(self, module, inputs: tuple[Tensor]) -> None:
-        self._mark("output")
-        self._on_grad(inputs[0], "output_grad")  # (B, T, H)
-
-    def _output_done(self, module, inputs, logits: Tensor) -> None:
-        self._on_grad(logits, "logits_grad")  # (B, T, V)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self.marks.append({"start": time.perf_counter()})
