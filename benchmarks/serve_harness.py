@@ -6,6 +6,7 @@ import json
 import math
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -163,3 +164,25 @@ def summarize(
         "outputs_differing": differ,
         "identical": differ == 0 and len(ok) == len(results),
     }
+
+
+def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per (server, mode, clients) from its repeats: the median of each timing and
+    of the mean batch, errors summed, identical only if every repeat was, and the repeats'
+    sentences/s listed (`sent_per_s_runs`)."""
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        cells.setdefault((run["server"], run["mode"], run["clients"]), []).append(run)
+    merged = []
+    for (server, mode, clients), repeats in cells.items():
+        timed = ["wall_s", "sent_per_s", "p50_ms", "p95_ms", "p99_ms", "mean_batch"]
+        cell = {key: round(statistics.median(r[key] for r in repeats), 2) for key in timed}
+        cell |= {key: sum(r[key] for r in repeats) for key in ("requests", "not_sent", "errors")}
+        cell |= {
+            "outputs_differing": sum(r["outputs_differing"] for r in repeats),
+            "identical": all(r["identical"] for r in repeats),
+            "error_examples": sorted({e for r in repeats for e in r["error_examples"]})[:3],
+            "sent_per_s_runs": [r["sent_per_s"] for r in repeats],
+        }
+        merged.append({"server": server, "mode": mode, "clients": clients, **cell})
+    return merged

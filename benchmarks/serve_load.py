@@ -17,15 +17,17 @@ in a fresh process) is the reference. Memory: a fresh batched server's peak RSS
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import MULTI30K, REPO, git_state, log, print_table, read_lines, write_lines
-from benchmarks.serve_harness import health, memory_mib, replay, running_server, summarize
+from benchmarks.serve_harness import health, medians, memory_mib, replay, running_server, summarize
 
 TRANSLATE = REPO / "scripts" / "translate.py"
 MODES = {"greedy": {"greedy": True}, "beam": {"beam_size": 5}}
@@ -78,8 +80,11 @@ def offline_child(ckpt: str, src: str, hyp: str, beam: str) -> None:
     print(json.dumps({"decode_s": seconds, "client_batches_s": time.perf_counter() - start}))
 
 
-def offline(ckpt: Path, src: Path, work: Path, mode: str, env: dict) -> dict[str, Any]:
-    """translate.py's outputs (the references), and its decoding speed."""
+def offline(
+    ckpt: Path, src: Path, work: Path, mode: str, env: dict, repeats: int
+) -> dict[str, Any]:
+    """translate.py's outputs (the references), and its decoding speed: the median of
+    `repeats` fresh processes."""
     out = work / f"translate-{mode}.en"
     flags = ["--greedy"] if mode == "greedy" else ["--beam-size", str(BEAMS[mode])]
     cmd = [sys.executable, TRANSLATE, "--checkpoint", ckpt, "--input", src, "--output", out]
@@ -89,17 +94,23 @@ def offline(ckpt: Path, src: Path, work: Path, mode: str, env: dict) -> dict[str
         subprocess.run(command, check=True, env=env, stderr=stderr)
     wall = time.perf_counter() - start
     timed = work / f"offline-{mode}.en"
-    child = [sys.executable, __file__, "_offline", ckpt, src, timed, BEAMS[mode]]
-    done = subprocess.run([str(a) for a in child], check=True, env=env, capture_output=True)
-    timings = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    child = [str(a) for a in [sys.executable, __file__, "_offline", ckpt, src, timed, BEAMS[mode]]]
+    timings = [
+        json.loads(done.stdout.decode().strip().splitlines()[-1])
+        for done in (
+            subprocess.run(child, check=True, env=env, capture_output=True) for _ in range(repeats)
+        )
+    ]
+    decode_s = statistics.median(t["decode_s"] for t in timings)
+    client_batches_s = statistics.median(t["client_batches_s"] for t in timings)
     references, lines = read_lines(out), len(read_lines(src))
     return {
         "mode": mode,
         "references": references,
         "translate_py_wall_s": round(wall, 2),
-        "decode_s": round(timings["decode_s"], 2),
-        "sent_per_s": round(lines / timings["decode_s"], 1),
-        "client_batches_sent_per_s": round(lines / timings["client_batches_s"], 1),
+        "decode_s": round(decode_s, 2),
+        "sent_per_s": round(lines / decode_s, 1),
+        "client_batches_sent_per_s": round(lines / client_batches_s, 1),
         "same_as_translate_py": read_lines(timed) == references,
     }
 
@@ -110,9 +121,11 @@ def offline(ckpt: Path, src: Path, work: Path, mode: str, env: dict) -> dict[str
 def load_table(
     ckpt: Path, sentences: list[str], refs: dict, work: Path, args, env: dict
 ) -> tuple[list[dict], dict]:
-    """Every (batching, mode, clients) run, and whether each server exited 0."""
+    """Every (batching, mode, clients) run, `args.repeats` times (the batched and the
+    unbatched server take turns, so that a drifting machine favours neither), and whether
+    each server exited 0 every time."""
     runs, exits = [], {}
-    for batching in (True, False):
+    for repeat, batching in product(range(args.repeats), (True, False)):
         name = "batched" if batching else "unbatched"
         with running_server(
             ckpt, work / f"serve-{name}.log", batching, env, args.server_options
@@ -129,8 +142,8 @@ def load_table(
                         len(sentences),
                         args.max_seconds,
                     )
-                    runs.append({"server": name, **run})
-        exits[name] = server["exit_code"]
+                    runs.append({"server": name, "repeat": repeat, **run})
+        exits[name] = exits.get(name, 0) or server["exit_code"]
     return runs, exits
 
 
@@ -197,6 +210,8 @@ def report(runs: list[dict], offline_runs: dict, memory: dict, extra: dict) -> N
         for mode, o in offline_runs.items()
     ]
     print_table(header, rows)
+    for r in (r for r in runs if "sent_per_s_runs" in r):
+        print(f"{r['server']}, {r['mode']}, {r['clients']}: sent/s {r['sent_per_s_runs']}")
     for mode, o in offline_runs.items():
         ceiling = o["client_batches_sent_per_s"] / o["sent_per_s"]
         print(
@@ -244,6 +259,12 @@ def parse_args() -> argparse.Namespace:
         help="memory after FIRST and TOTAL requests",
     )
     p.add_argument("--max-seconds", type=float, default=600, help="per load run (default 600)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each cell and of offline decoding; the table shows medians (default 1)",
+    )
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server and translate.py")
     p.add_argument(
         "--server-options",
@@ -278,9 +299,10 @@ def main() -> None:
     offline_runs = {}
     for mode in args.modes:
         log(f"translate.py offline, {mode}: {len(sentences)} sentences")
-        offline_runs[mode] = offline(ckpt, src, work, mode, env)
+        offline_runs[mode] = offline(ckpt, src, work, mode, env, args.repeats)
     refs = {mode: o["references"] for mode, o in offline_runs.items()}
     runs, exits = load_table(ckpt, sentences, refs, work, args, env)
+    runs = medians(runs) if args.repeats > 1 else runs
     memory = memory_run(ckpt, sentences, refs, work, args, env) if "greedy" in refs else {}
     extra = {"code": code, "checkpoint": str(ckpt), "sentences": len(sentences)}
     extra |= {"server_exit_codes": exits, "threads": args.threads, "cpus": os.cpu_count()}
