@@ -66,6 +66,14 @@ def child_env(threads: int, *, ours: bool) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(REPO)} if ours else env
 
 
+def status_mib(pid: int | str, keys: tuple[str, ...]) -> dict[str, float]:
+    """Memory fields (`VmRSS`, `VmHWM`, `RssAnon`, ...) of /proc/PID/status in MiB; `pid`
+    "self" for this process."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines)
+    return {key: int(fields[key].split()[0]) / 1024 for key in keys}
+
+
 def cpu_snapshot() -> tuple[float, float]:
     """CPU seconds so far of the whole machine (all cores) and of this process's reaped children."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -48,6 +48,7 @@ from benchmarks.common import (
     print_table,
     read_lines,
     run_measured,
+    status_mib,
 )
 
 CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
@@ -65,21 +66,16 @@ class RssSampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peaks = {"RssAnon": 0, "RssFile": 0}
+        self.peaks = {"RssAnon": 0.0, "RssFile": 0.0}  # MiB
 
     def run(self) -> None:
         while True:
-            status = Path("/proc/self/status").read_text().splitlines()
-            for key, value in (line.split(":", 1) for line in status):
-                if key in self.peaks:
-                    self.peaks[key] = max(self.peaks[key], int(value.split()[0]))
+            for key, mib in status_mib("self", tuple(self.peaks)).items():
+                self.peaks[key] = max(self.peaks[key], mib)
             time.sleep(0.05)
 
     def mib(self) -> dict[str, float]:
-        return {
-            "peak_anon_mib": self.peaks["RssAnon"] / 1024,
-            "peak_file_mib": self.peaks["RssFile"] / 1024,
-        }
+        return {"peak_anon_mib": self.peaks["RssAnon"], "peak_file_mib": self.peaks["RssFile"]}
 
 
 def run_child(train_prefix: str, cache_dir: str, steps: str, out_dir: str, launched: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO
+from benchmarks.common import REPO, status_mib
 
 SERVE = REPO / "scripts" / "serve.py"
 
@@ -79,10 +79,7 @@ def health(port: int) -> dict[str, Any]:
 
 def memory_mib(pid: int) -> dict[str, float]:
     """The process's current (VmRSS) and peak (VmHWM) resident memory."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+    return status_mib(pid, ("VmRSS", "VmHWM"))
 
 
 # -- the clients -----------------------------------------------------------------------------

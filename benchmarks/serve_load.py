@@ -95,12 +95,8 @@ def offline(
     wall = time.perf_counter() - start
     timed = work / f"offline-{mode}.en"
     child = [str(a) for a in [sys.executable, __file__, "_offline", ckpt, src, timed, BEAMS[mode]]]
-    timings = [
-        json.loads(done.stdout.decode().strip().splitlines()[-1])
-        for done in (
-            subprocess.run(child, check=True, env=env, capture_output=True) for _ in range(repeats)
-        )
-    ]
+    runs = [subprocess.run(child, check=True, env=env, capture_output=True) for _ in range(repeats)]
+    timings = [json.loads(done.stdout.decode().strip().splitlines()[-1]) for done in runs]
     decode_s = statistics.median(t["decode_s"] for t in timings)
     client_batches_s = statistics.median(t["client_batches_s"] for t in timings)
     references, lines = read_lines(out), len(read_lines(src))

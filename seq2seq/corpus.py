@@ -213,6 +213,15 @@ class _Tally:
     blank: int = 0
     too_long: int = 0
 
+    @property
+    def kept(self) -> int:
+        return self.pairs - self.blank - self.too_long
+
+    def add(self, kept: int, blank: int, too_long: int) -> None:
+        """Count one chunk's pairs: `kept`, and those dropped for each reason."""
+        self.pairs += kept + blank + too_long
+        self.blank, self.too_long = self.blank + blank, self.too_long + too_long
+
 
 def _tokenized_chunk(
     chunk: list[tuple[str, str]], tokenizer: Tokenizer, max_len: int | None
@@ -316,12 +325,10 @@ def tokenize_corpus(
         tqdm(desc="tokenizing", unit=" pairs", unit_scale=True, mininterval=2) as bar,
     ):
         for batch, blank, too_long in chunks:
-            start = tally.pairs - tally.blank - tally.too_long
-            index = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
+            index = pa.array(np.arange(tally.kept, tally.kept + batch.num_rows, dtype=np.int64))
             writer.write_batch(pa.record_batch([*batch.columns, index], schema=schema))
-            tally.pairs += blank + too_long + batch.num_rows
-            tally.blank, tally.too_long = tally.blank + blank, tally.too_long + too_long
-            bar.update(blank + too_long + batch.num_rows)
+            tally.add(batch.num_rows, blank, too_long)
+            bar.update(batch.num_rows + blank + too_long)
         _check_kept(corpus, tally, max_len)  # before the file is renamed into place
     return datasets.Dataset.from_file(str(path))
 
