@@ -36,7 +36,9 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (N, V)
         real = targets != pad_id  # (N,)
-        smoothed, nll = _row_losses(log_probs, targets, real, smoothing, excluded)
+        smoothed, nll = _row_losses(log_probs, targets, smoothing, excluded)
+        zero = smoothed.new_zeros(())
+        smoothed, nll = torch.where(real, smoothed, zero), torch.where(real, nll, zero)
         ctx.save_for_backward(log_probs, targets, real, excluded)
         ctx.smoothing, ctx.kept = smoothing, _kept(logits.size(1), excluded)
         ctx.logits_dtype = logits.dtype
@@ -65,7 +67,12 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
     """(N, H) outputs, (V, H) weight, (V,) bias, (N,) targets -> summed smoothed loss and
-    summed NLL over non-pad tokens, `chunk` rows of logits at a time."""
+    summed NLL over non-pad tokens, `chunk` rows of logits at a time.
+
+    Only the M non-pad rows are projected. The bias rides in the GEMM as an extra input
+    column of ones ((M, H+1) @ (H+1, V)), which spares addmm's pass that copies it into
+    every row of the logits first.
+    """
 
     @staticmethod
     def forward(
@@ -79,30 +86,35 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         excluded: Tensor,
         chunk: int,
     ) -> tuple[Tensor, Tensor]:
-        real = targets != pad_id  # (N,)
+        real = (targets != pad_id).nonzero().squeeze(1)  # (M,) rows to score
+        real_hidden, real_targets = hidden.index_select(0, real), targets.index_select(0, real)
+        ones = real_hidden.new_ones(real.numel(), 1)
+        with_ones = torch.cat([real_hidden, ones], dim=1)  # (M, H+1)
+        projection = torch.cat([weight, bias.unsqueeze(1)], dim=1).t()  # (H+1, V)
         needs_grad = any(ctx.needs_input_grad[:3])
-        # The probabilities' terms of the gradients (real rows only): p·W for hidden's,
-        # Σ_rows p·h for weight's, Σ_rows p for bias's.
-        hidden_part: list[Tensor] = []  # (n, H) per chunk
+        # The probabilities' terms of the gradients: p·W for hidden's, Σ_rows p·h for
+        # weight's, Σ_rows p for bias's.
+        hidden_part: list[Tensor] = [real_hidden.new_zeros(0, hidden.size(1))]  # (n, H) each
         if needs_grad:
             weight_part = torch.zeros(weight.shape, device=weight.device)  # (V, H)
             bias_part = torch.zeros(bias.shape, device=bias.device)  # (V,)
         smoothed_sum = nll_sum = torch.zeros((), device=hidden.device)
-        for start in range(0, hidden.size(0), chunk):
+        for start in range(0, real.numel(), chunk):
             rows = slice(start, start + chunk)
-            logits = torch.addmm(bias, hidden[rows], weight.t())  # (n, V)
+            logits = with_ones[rows] @ projection  # (n, V)
             log_probs = torch.log_softmax(logits.float(), dim=1)  # (n, V)
             del logits
-            smoothed, nll = _row_losses(log_probs, targets[rows], real[rows], smoothing, excluded)
+            smoothed, nll = _row_losses(log_probs, real_targets[rows], smoothing, excluded)
             smoothed_sum, nll_sum = smoothed_sum + smoothed.sum(), nll_sum + nll.sum()
             if needs_grad:
-                probs = log_probs.exp_().mul_(real[rows].unsqueeze(1))  # (n, V), pad rows 0
+                probs = log_probs.exp_()  # (n, V)
                 hidden_part.append(probs.to(weight.dtype) @ weight)
-                weight_part.add_(probs.t().to(hidden.dtype) @ hidden[rows])
+                weight_part.add_(probs.t().to(hidden.dtype) @ real_hidden[rows])
                 bias_part.add_(probs.sum(dim=0))
         if needs_grad:
-            ctx.save_for_backward(hidden, weight, targets, excluded)
-            ctx.real, ctx.hidden_part = real, torch.cat(hidden_part)
+            ctx.save_for_backward(real, real_hidden, weight, real_targets, excluded)
+            ctx.rows, ctx.hidden_dtype = hidden.size(0), hidden.dtype
+            ctx.hidden_part = torch.cat(hidden_part)
             ctx.weight_part, ctx.bias_part = weight_part, bias_part
             ctx.smoothing, ctx.kept = smoothing, _kept(weight.size(0), excluded)
         return smoothed_sum, nll_sum
@@ -112,7 +124,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
     def backward(
         ctx: FunctionCtx, grad_smoothed: Tensor, grad_nll: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None]:
-        hidden, weight, targets, excluded = ctx.saved_tensors
+        real, real_hidden, weight, targets, excluded = ctx.saved_tensors
         # d(loss)/d(logits) = gs·(p - q) + gn·(p - onehot(y)) at real rows (q as above)
         # = (gs + gn)·p - gs·ε/K on the kept ids - (gs·(1 - ε) + gn)·onehot(y); each term
         # times W for hidden's gradient, times h for weight's, summed over rows for bias's.
@@ -121,37 +133,35 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         at_target = grad_smoothed * (1 - ctx.smoothing) + grad_nll
         kept = torch.ones_like(ctx.bias_part)  # (V,)
         kept[excluded] = 0
-        real = ctx.real.float().unsqueeze(1)  # (N, 1)
-        real_hidden = hidden.float() * real  # (N, H)
+        real_hidden = real_hidden.float()  # (M, H)
         weight32 = weight.float()
-        grad_hidden = at_probs * ctx.hidden_part.float() - real * (
+        grad_real = at_probs * ctx.hidden_part.float() - (
             at_kept * (kept @ weight32) + at_target * weight32[targets]
-        )  # (N, H)
+        )  # (M, H)
+        grad_hidden = grad_real.new_zeros(ctx.rows, weight.size(1)).index_copy_(0, real, grad_real)
         at_targets = torch.zeros_like(ctx.weight_part).index_add_(0, targets, real_hidden)
         grad_weight = (
             at_probs * ctx.weight_part
             - at_kept * kept.unsqueeze(1) * real_hidden.sum(dim=0)
             - at_target * at_targets
         )  # (V, H)
-        target_counts = torch.zeros_like(kept).index_add_(0, targets, real.squeeze(1))  # (V,)
+        target_counts = torch.bincount(targets, minlength=kept.numel()).to(kept)  # (V,)
         grad_bias = (
-            at_probs * ctx.bias_part - at_kept * kept * real.sum() - at_target * target_counts
+            at_probs * ctx.bias_part - at_kept * kept * real.numel() - at_target * target_counts
         )
-        grads = grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype)
+        grads = grad_hidden.to(ctx.hidden_dtype), grad_weight.to(weight.dtype)
         return *grads, grad_bias.to(weight.dtype), None, None, None, None, None
 
 
 def _row_losses(
-    log_probs: Tensor, targets: Tensor, real: Tensor, smoothing: float, excluded: Tensor
+    log_probs: Tensor, targets: Tensor, smoothing: float, excluded: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """(n, V) log-probabilities -> (n,) smoothed loss and (n,) NLL, 0 at pad rows."""
+    """(n, V) log-probabilities -> (n,) smoothed loss and (n,) NLL."""
     nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (n,)
     summed = log_probs.sum(dim=1) - log_probs.index_select(1, excluded).sum(dim=1)  # (n,)
     # (n,) cross-entropy against ε/K on the kept ids
     uniform = -summed / _kept(log_probs.size(1), excluded)
-    smoothed = (1 - smoothing) * nll + smoothing * uniform  # (n,)
-    zero = smoothed.new_zeros(())
-    return torch.where(real, smoothed, zero), torch.where(real, nll, zero)
+    return (1 - smoothing) * nll + smoothing * uniform, nll
 
 
 def _kept(vocab_size: int, excluded: Tensor) -> int:
@@ -193,7 +203,7 @@ def projected_cross_entropy(
     smoothing: float,
     pad_id: int,
     unsmoothed_ids: tuple[int, ...] = (),
-    chunk: int = 1024,
+    chunk: int = 256,
 ) -> tuple[Tensor, Tensor]:
     """`smoothed_cross_entropy` of the logits `hidden @ weight.T + bias` ((N, H), (V, H),
     (V,)) without holding them: `chunk` rows of (chunk, V) logits at a time, gradients

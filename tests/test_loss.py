@@ -129,3 +129,17 @@ def test_projected_under_bf16_autocast_follows_the_logits_path() -> None:
     assert ours[0].dtype == torch.float32 and grads[0].dtype == torch.float32
     torch.testing.assert_close(ours[0], ref[0], rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(grads[0], grads[1], rtol=5e-2, atol=5e-3)
+
+
+def test_projected_with_no_real_token_is_zero_with_zero_gradients() -> None:
+    """A batch of padding alone: nothing is projected; the sums and every gradient are 0."""
+    hidden = torch.randn(4, 6, requires_grad=True)
+    linear = torch.nn.Linear(6, 9)
+    targets = torch.full((4,), PAD)
+    smoothed, nll = projected_cross_entropy(
+        hidden, linear.weight, linear.bias, targets, smoothing=0.1, pad_id=PAD
+    )
+    (smoothed + nll).backward()
+    assert smoothed.item() == 0 and nll.item() == 0
+    for grad in (hidden.grad, linear.weight.grad, linear.bias.grad):
+        assert grad is not None and not grad.any()
