@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
@@ -219,8 +220,10 @@ class TranslationModule(LightningModule):
         hp = self.hparams
         optimizer_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
         # One fused kernel over all parameters where PyTorch has one (CPU, CUDA), not a
-        # loop of small operations per parameter.
-        fused = self.device.type in ("cpu", "cuda")
+        # loop of small operations per parameter; not under mixed precision, whose
+        # gradient clipping Lightning refuses for an optimizer that unscales by itself.
+        mixed = isinstance(self.trainer.precision_plugin, MixedPrecision)
+        fused = self.device.type in ("cpu", "cuda") and not mixed
         optimizer = optimizer_class(
             self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused
         )
