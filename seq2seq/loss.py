@@ -12,9 +12,9 @@ exp backward, where autograd through `cross_entropy` keeps several (N, V) tempor
 floats.
 
 `projected_cross_entropy` goes one step further for training: it takes the decoder's
-outputs and the output projection instead of the logits, and computes the loss a chunk
-of rows at a time, with each chunk's share of the gradients (the same GEMMs that the
-projection's backward would run), so that the (N, V) logits never exist at once.
+outputs and the output projection instead of the logits, and computes the loss of the
+non-pad rows a chunk at a time, with each chunk's share of the gradients (the same GEMMs
+that the projection's backward would run), so that the (N, V) logits never exist at once.
 """
 
 import torch
