@@ -205,14 +205,6 @@ class TranslationModule(LightningModule):
             )
             self.log("grad_norm", norm)
 
-    def teardown(self, stage: str) -> None:
-        """In a distributed run, wait for the other processes before leaving the stage: the
-        gloo thread that ran the stage's last collective then releases its tensors while
-        Python still runs, not during the interpreter's exit, where it aborts the process
-        ("terminate called without an active exception": pytorch/pytorch#179291)."""
-        if self.trainer.world_size > 1 and not self.trainer.interrupted:
-            self.trainer.strategy.barrier("seq2seq-teardown")
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tokenizer"] = self.tokenizer.to_dict()
 
