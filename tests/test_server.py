@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the server needs the extra `serve` (FastAPI, uvicorn)")
 from fastapi import FastAPI
@@ -33,6 +34,7 @@ from seq2seq.cli.serve import main as serve_main
 from seq2seq.server.app import create_app
 from seq2seq.server.batcher import Batcher, QueueFull
 from seq2seq.server.info import describe_model
+from seq2seq.server.run import threads_for_worker
 from seq2seq.server.schemas import Settings
 from seq2seq.translator import Translator
 
@@ -344,6 +346,33 @@ def test_batcher_refuses_what_the_queue_cannot_hold() -> None:
 
 
 # -- limits under load ---------------------------------------------------------------------
+
+
+def test_the_worker_decodes_on_the_threads_that_the_main_thread_gives_up(
+    checkpoint: Path, translator: Translator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main thread keeps one intra-op thread (no second OpenMP team beside the
+    worker's); the worker decodes on the threads the main thread had."""
+    original = torch.get_num_threads()
+    seen: list[tuple[str, int]] = []
+    translate_nbest = translator.translate_nbest
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return translate_nbest(*args, **kwargs)
+
+    monkeypatch.setattr(translator, "translate_nbest", recording)
+    try:
+        torch.set_num_threads(2)
+        threads = threads_for_worker()
+        assert (threads, torch.get_num_threads()) == (2, 1)
+        app = create_app(translator, describe_model([str(checkpoint)], Settings()), threads)
+        with TestClient(app) as test_client:
+            assert test_client.post("/v1/translate", json=GOOD).status_code == 200
+        assert seen == [("seq2seq-decoder", 2)]
+        assert torch.get_num_threads() == 1  # the worker's setting is its own
+    finally:
+        torch.set_num_threads(original)
 
 
 def test_full_queue_gets_503_with_retry_after(

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
@@ -87,8 +88,9 @@ class Service:
             raise ApiError(504, f"no translation within {timeout:g} s (--timeout)") from None
 
 
-def create_app(translator: Translator, info: ModelInfo) -> FastAPI:
-    """The app serving `translator`, described by `info` (whose settings it follows)."""
+def create_app(translator: Translator, info: ModelInfo, threads: int | None = None) -> FastAPI:
+    """The app serving `translator`, described by `info` (whose settings it follows);
+    `threads`: the intra-op threads of the worker that decodes (None: torch's setting)."""
     settings = info.settings
     batcher = Batcher(
         partial(decode, translator, settings.batch_tokens),
@@ -96,6 +98,7 @@ def create_app(translator: Translator, info: ModelInfo) -> FastAPI:
         max_tokens=settings.batch_tokens,
         max_queue=settings.max_queue,
         batching=settings.batching,
+        setup=(lambda: None) if threads is None else partial(torch.set_num_threads, threads),
     )
     service = Service(translator, info, batcher, Gate())
 

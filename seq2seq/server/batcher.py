@@ -51,6 +51,7 @@ class Batcher:
         max_tokens: a batch stops gathering jobs once their tokens reach this.
         max_queue: sentences that may wait; beyond that `submit` raises QueueFull.
         batching: False decodes one job at a time, in order of arrival.
+        setup: runs first on the worker thread (e.g. to set its thread-local settings).
     """
 
     def __init__(
@@ -61,8 +62,9 @@ class Batcher:
         max_tokens: int,
         max_queue: int,
         batching: bool = True,
+        setup: Callable[[], None] = lambda: None,
     ) -> None:
-        self.decode = decode
+        self.decode, self.setup = decode, setup
         self.window_s, self.max_tokens, self.max_queue = window_s, max_tokens, max_queue
         self.batching = batching
         self.batches = 0  # decode calls so far
@@ -109,6 +111,7 @@ class Batcher:
         return await asyncio.wait_for(job.future, timeout)
 
     def _run(self) -> None:
+        self.setup()
         while (first := self._take(None)) is not None:
             for group in _by_options(self._gather(first)):
                 self._decode_group(group)

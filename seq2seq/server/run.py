@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
+import torch
 import uvicorn
 from pydantic import ValidationError
 
@@ -40,9 +41,10 @@ FLAGS = {  # Settings field: its command-line option
 def run_server(args: argparse.Namespace) -> None:
     """Load the model of `args.checkpoint`, then serve it until SIGTERM or SIGINT."""
     settings = settings_from(args)
+    threads = threads_for_worker()
     info = describe_model(args.checkpoint, settings, args.name)
     translator = load_translator(args.checkpoint, args.device)
-    app = create_app(translator, info)
+    app = create_app(translator, info, threads)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -67,6 +69,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if settings.max_queue < settings.max_sentences:
         raise UserError("--max-queue must be at least --max-sentences (a request must fit)")
     return settings
+
+
+def threads_for_worker() -> int:
+    """Run the main thread's torch operations on one thread from now on, before any has
+    run on more: -> the intra-op threads torch would have used, for the decoding worker.
+
+    With two OpenMP thread teams (the main thread's, idle while the event loop runs, and
+    the worker's), libgomp manages more threads than there are CPUs on a machine whose
+    cores the worker's team fills; it then spins only briefly before sleeping, and every
+    parallel operation of the worker pays a wake-up (benchmarks/README.md: the server's
+    OpenMP teams).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
 
 
 def load_translator(paths: list[str], device: str) -> Translator:
