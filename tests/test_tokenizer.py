@@ -11,7 +11,7 @@ import torch
 
 from seq2seq.corpus import read_lines
 from seq2seq.errors import UserError
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, POOLED_FROM, UNK_ID, Tokenizer
 
 
 def lines(corpus: Path, name: str, count: int = 150) -> list[str]:
@@ -52,6 +52,22 @@ def test_round_trip_of_text(trained: Tokenizer, tiny_corpus: Path) -> None:
     framed = [[BOS_ID, *row, EOS_ID, PAD_ID, PAD_ID] for row in ids]
     assert trained.decode_tgt(framed) == texts
     assert trained.decode_tgt([]) == []
+
+
+def test_short_and_long_lists_give_the_same_items(trained: Tokenizer, tiny_corpus: Path) -> None:
+    """Lists shorter than POOLED_FROM go item by item, longer ones in one pooled call:
+    each item comes out the same either way, empty ones included."""
+    sources = ["", *lines(tiny_corpus, "train.de", 2 * POOLED_FROM)]
+    targets = ["", *lines(tiny_corpus, "train.en", 2 * POOLED_FROM)]
+    assert len(sources) > POOLED_FROM
+    src_ids, tgt_ids = trained.encode_src(sources), trained.encode_tgt(targets)
+    texts = trained.decode_tgt(tgt_ids)
+    for start in range(0, len(sources), 7):  # lists of 7 items or fewer
+        assert trained.encode_src(sources[start : start + 7]) == src_ids[start : start + 7]
+        assert trained.encode_tgt(targets[start : start + 7]) == tgt_ids[start : start + 7]
+        assert trained.decode_tgt(tgt_ids[start : start + 7]) == texts[start : start + 7]
+    assert src_ids[0] == tgt_ids[0] == [] and texts[0] == ""
+    assert texts[1:] == targets[1:]
 
 
 def test_source_pieces_match_ids(trained: Tokenizer, tiny_corpus: Path) -> None:
