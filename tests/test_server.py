@@ -537,7 +537,9 @@ def test_bad_options_exit_2_naming_them(
 
 
 def test_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    threads = torch.get_num_threads()
     with pytest.raises(SystemExit) as exit_info:
         serve_main(["--checkpoint", str(tmp_path / "none.ckpt")])
     assert exit_info.value.code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    assert torch.get_num_threads() == threads  # checked before the threads are given up

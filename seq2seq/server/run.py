@@ -41,8 +41,8 @@ FLAGS = {  # Settings field: its command-line option
 def run_server(args: argparse.Namespace) -> None:
     """Load the model of `args.checkpoint`, then serve it until SIGTERM or SIGINT."""
     settings = settings_from(args)
+    info = describe_model(args.checkpoint, settings, args.name)  # runs no parallel operation
     threads = threads_for_worker()
-    info = describe_model(args.checkpoint, settings, args.name)
     translator = load_translator(args.checkpoint, args.device)
     app = create_app(translator, info, threads)
     config = uvicorn.Config(
