@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 REPO = Path(__file__).resolve().parents[1]
-MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+MULTI30K = REPO / "data" / "multi30k"  # python scripts/get_data.py multi30k
 
 
 def log(message: str) -> None:

@@ -7,7 +7,7 @@ Arrow cache and the start of training.
 Each corpus is Multi30k train repeated, each copy's lines varied (the copy number
 appended to both sides, so that no two lines are identical), written once under
 the work directory. Each run is a fresh process through `scripts/train.py`'s CLI
-(configs/multi30k_gru_bahdanau.yaml with this corpus as `data.train`, a cache
+(configs/multi30k_gru_luong_additive.yaml with this corpus as `data.train`, a cache
 folder of its own) that trains `--steps` updates:
 
 1. cold: SentencePiece trains on a sample (`data.spm_input_sentence_size`, 500k
@@ -51,7 +51,7 @@ from benchmarks.common import (
     status_mib,
 )
 
-CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
+CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 TARGETS = {"cold_peak_rss_mib": 1536, "cold_peak_growth": 1.2, "cached_restart_s": 15.0}
 
 

@@ -60,7 +60,7 @@ from benchmarks.roofline import SQUARE, counting, gemm_flops
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.translator import BATCH_TOKENS, source_budget
 
-CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
+CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 # A constant learning rate over the short budget; no test run (this benchmark decodes it).
 SHORT_RUN = ["--model.schedule", "constant", "--data.test", "null"]
 

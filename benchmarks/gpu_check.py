@@ -4,7 +4,7 @@ model trained in each precision, decoding speed, and the CPU's greedy output on 
     python benchmarks/gpu_check.py                      # on one CUDA device
     python benchmarks/gpu_check.py --device cpu --precisions 32-true --warmup 2 --steps 3 --limit 20
 
-configs/multi30k_gru_bahdanau.yaml trains on Multi30k through scripts/train.py's CLI
+configs/multi30k_gru_luong_additive.yaml trains on Multi30k through scripts/train.py's CLI
 and Trainer, in this process, for --warmup + --steps updates in each of --precisions
 (32-true, bf16-mixed, 16-mixed: on CUDA, cuDNN's GRU in fp32, bf16 and fp16), each from
 the same seed, without validation. Per precision: training tokens/s (non-pad source +
@@ -31,7 +31,7 @@ from benchmarks.common import MULTI30K, REPO, git_state, log, print_table, read_
 from benchmarks.training_child import StepClock, short_run
 from seq2seq.translator import Translator
 
-CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
+CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 PRECISIONS = ["32-true", "bf16-mixed", "16-mixed"]
 LANGS = ("de", "en")
 

@@ -1,7 +1,7 @@
 """Where a training step's time goes, by phase and by operator, through our CLI and Trainer.
 
     python benchmarks/profile_step.py                       # the reference model
-    python benchmarks/profile_step.py --config configs/multi30k_lstm_bahdanau.yaml --steps 10
+    python benchmarks/profile_step.py --config configs/multi30k_lstm_luong_additive.yaml --steps 10
 
 The config trains as train_speed.py trains it (`training_child.short_run`: no validation)
 for `--warmup` + `--steps` updates, each timed by phase from hooks: module hooks in the
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, git_state, print_table
 from benchmarks.training_child import short_run
 
-CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
+CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 # Consecutive marks within a step, and the phase between each mark and the previous one.
 PHASES = [
     ("encoder", "before the encoder (batch, zero_grad)"),

@@ -4,7 +4,7 @@
     python benchmarks/quality.py --minutes 30 --seeds 1 2 3
     python benchmarks/quality.py --no-joeynmt --seeds 1            # ours alone, one run
 
-Ours trains configs/multi30k_gru_bahdanau.yaml as it is (plateau schedule, early
+Ours trains configs/multi30k_gru_luong_additive.yaml as it is (plateau schedule, early
 stopping) on `--data-dir`, once per seed (`--seed_everything S --data.seed S`). JoeyNMT
 trains the same architecture (embeddings 256, bidirectional GRU encoder 256 per
 direction, GRU decoder 256 with Bahdanau attention, input feeding, bridge; dropout 0.3)
@@ -77,7 +77,7 @@ from benchmarks.joeynmt_peer import (
 from benchmarks.quality_report import THROUGHPUT, report
 from seq2seq.checkpoint import run_checkpoints
 
-CONFIG = REPO / "configs" / "multi30k_gru_bahdanau.yaml"
+CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 BEAM = 5
 
 

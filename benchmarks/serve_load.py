@@ -1,6 +1,6 @@
 """The translation server under load: throughput, latency, errors, equal outputs, memory.
 
-    python benchmarks/serve_load.py --checkpoint runs/multi30k_gru_bahdanau/checkpoints/best.ckpt
+    python benchmarks/serve_load.py --checkpoint runs/multi30k_gru_luong_additive/checkpoints/best.ckpt
     python benchmarks/serve_load.py --checkpoint CKPT --quick    # a smoke run: 40 sentences
 
 scripts/serve.py runs on the loopback address, with cross-request batching and then

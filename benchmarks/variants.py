@@ -3,7 +3,7 @@
     python benchmarks/variants.py --minutes 30 --seeds 1 2 3
     python benchmarks/variants.py --variants bahdanau --seeds 1        # a piece
 
-configs/multi30k_gru_bahdanau.yaml (GRU, bidirectional encoder, 256 units) trains once
+configs/multi30k_gru_luong_additive.yaml (GRU, bidirectional encoder, 256 units) trains once
 per variant and seed, as benchmarks/quality.py trains it, with `--model.attention`
 and `--model.attention_score` set by the variant:
 

@@ -57,9 +57,12 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
 
 def _upgrade_attention(hparams: dict[str, Any]) -> None:
     """Checkpoints written before `attention_score` existed named "bahdanau" the model that
-    is now "luong" with "additive" scores (Bahdanau's score in Luong's architecture)."""
+    is now "luong" with "additive" scores (Bahdanau's score in Luong's architecture); those
+    written before the score was recorded with luong (then None: "general") used "general"."""
     if "attention_score" not in hparams and hparams.get("attention") == "bahdanau":
         hparams.update(attention="luong", attention_score="additive")
+    elif hparams.get("attention") == "luong" and hparams.get("attention_score") is None:
+        hparams["attention_score"] = "general"
 
 
 def _unpickler_reason(err: pickle.UnpicklingError) -> str:
@@ -148,10 +151,9 @@ def check_architecture(checkpoint: dict[str, Any], path: str, model: dict[str, A
 
 
 def _resolved(hparams: dict[str, Any]) -> dict[str, Any]:
-    """`hparams` with the attention score that None stands for (its attention's default)."""
-    attention = hparams.get("attention")
-    if hparams.get("attention_score") is None and attention in DEFAULT_SCORE:
-        return hparams | {"attention_score": DEFAULT_SCORE[attention]}
+    """`hparams` with the attention score that None stands for."""
+    if hparams.get("attention_score") is None and hparams.get("attention") not in (None, "none"):
+        return hparams | {"attention_score": DEFAULT_SCORE}
     return hparams
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from seq2seq.download import fetch_hint
 from seq2seq.errors import UserError
 from seq2seq.textfiles import atomic_binary_output
 from seq2seq.tokenizer import Tokenizer
@@ -36,13 +37,17 @@ CHUNK_SIZE = 10_000
 
 
 def resolve_corpus_file(prefix: str | Path, lang: str) -> Path:
-    """Return `PREFIX.lang`, or `PREFIX.lang.gz` where the plain file is absent."""
+    """Return `PREFIX.lang`, or `PREFIX.lang.gz` where the plain file is absent.
+
+    Neither raises UserError; for a registered corpus's folder (`data/multi30k/`) its
+    message gives the command that fetches the corpus.
+    """
     plain = Path(f"{prefix}.{lang}")
     gzipped = Path(f"{plain}.gz")
     for path in (plain, gzipped):
         if path.is_file():
             return path
-    raise UserError(f"corpus file not found: {plain} (nor {gzipped})")
+    raise UserError(f"corpus file not found: {plain} (nor {gzipped}){fetch_hint(plain)}")
 
 
 def read_lines(path: Path) -> Iterator[str]:

@@ -36,6 +36,7 @@ SPM_WAIT_SECONDS = 4 * 3600  # how long other ranks wait for rank 0's SentencePi
 SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
+DEFAULT_SEED = 1234  # of the batch order, where neither data.seed nor seed_everything is set
 
 
 def _no_distributed_sampler(trainer: Trainer) -> None:
@@ -88,7 +89,7 @@ class TranslationDataModule(LightningDataModule):
         num_proc: int = 1,
         num_workers: int = 0,
         cache_dir: str = ".cache/seq2seq",
-        seed: int = 1234,
+        seed: int | None = None,
     ) -> None:
         """Configure the data; nothing is read until first needed.
 
@@ -114,7 +115,8 @@ class TranslationDataModule(LightningDataModule):
             num_proc: Processes for tokenizing the corpus.
             num_workers: DataLoader worker processes.
             cache_dir: Folder for the trained tokenizer and the tokenized datasets.
-            seed: Seed of the training batch order.
+            seed: Seed of the training batch order; None: train.py's `seed_everything`
+                (1234 where there is none).
         """
         super().__init__()
         self.save_hyperparameters()  # logged, and stored in checkpoints
@@ -142,7 +144,7 @@ class TranslationDataModule(LightningDataModule):
         self.max_len, self.max_tokens = max_len, max_tokens
         self.num_proc, self.num_workers = num_proc, num_workers
         self.cache_dir = Path(cache_dir)
-        self.seed = seed
+        self.seed = DEFAULT_SEED if seed is None else seed
         self._tokenizer: Tokenizer | None = None
         self._corpora: dict[str, FileCorpus | HFCorpus] = {}
         self._datasets: dict[str, datasets.Dataset] = {}

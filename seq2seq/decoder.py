@@ -28,7 +28,7 @@ from seq2seq.loss import projected_cross_entropy
 from seq2seq.precision import run_rnn
 
 AttentionType = Literal["none", "bahdanau", "luong"]
-DEFAULT_SCORE: dict[str, AttentionScore] = {"bahdanau": "additive", "luong": "general"}
+DEFAULT_SCORE: AttentionScore = "additive"  # of attention_score None: Bahdanau's, either attention
 
 
 class Memory(NamedTuple):
@@ -104,7 +104,7 @@ class Decoder(nn.Module):
         self.rnn = make_rnn(cell, embed_dim + feed_size, hidden_size, num_layers, dropout=dropout)
         self.attention = None
         if attention != "none":
-            score = attention_score or DEFAULT_SCORE[attention]
+            score = attention_score or DEFAULT_SCORE
             self.attention = Attention(score, hidden_size, memory_size, hidden_size)
         if attention == "bahdanau":  # deep output: maxout over pairs of 2H units
             self.pre_output = nn.Linear(hidden_size + memory_size + embed_dim, 2 * hidden_size)

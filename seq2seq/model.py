@@ -30,7 +30,7 @@ class Seq2Seq(nn.Module):
         attention: "bahdanau" (RNNsearch), "luong" (global attention, input feeding) or
             "none" (fixed context); see seq2seq.decoder.
         attention_score: "additive", "general" or "dot" (see seq2seq.attention); None:
-            additive for bahdanau, general for luong.
+            additive.
         embed_dim: embedding size (both sides).
         hidden_size: encoder hidden size per direction, and decoder hidden size.
         encoder_layers: stacked encoder layers.

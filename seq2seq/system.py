@@ -1,8 +1,9 @@
 """The Lightning system: trains a `Seq2Seq`, validates with loss and BLEU, tests with beams."""
 
+import atexit
 import logging
 import math
-from functools import partial
+from functools import cache, partial
 from typing import Literal
 
 import numpy as np
@@ -13,7 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from seq2seq.attention import AttentionScore
-from seq2seq.decoder import AttentionType
+from seq2seq.decoder import DEFAULT_SCORE, AttentionType
 from seq2seq.ema import ExponentialMovingAverage, check_ema_decay
 from seq2seq.encoder import Cell
 from seq2seq.errors import UserError
@@ -49,8 +50,8 @@ class TranslationModule(LightningModule):
         cell: recurrent cell of encoder and decoder; "rnn" is the plain tanh RNN.
         attention: "bahdanau" (RNNsearch), "luong" (global attention, input feeding) or
             "none" (fixed context); see seq2seq.decoder.
-        attention_score: "additive", "general" or "dot"; None: additive for bahdanau,
-            general for luong.
+        attention_score: "additive", "general" or "dot"; None: additive (the
+            defaults are the configs' reference model: luong with additive scores).
         embed_dim: embedding size.
         hidden_size: encoder hidden size per direction and decoder hidden size.
         encoder_layers: stacked encoder layers.
@@ -121,6 +122,8 @@ class TranslationModule(LightningModule):
             )
         check_ema_decay(ema_decay)
         self.save_hyperparameters()
+        if attention != "none" and attention_score is None:  # checkpoints name the score used
+            self.hparams.attention_score = DEFAULT_SCORE
         self.model = build_model(self.hparams)
         self.tokenizer: Tokenizer | None = None
         self._eval_totals: Tensor | None = None  # see `_evaluation_totals`
@@ -133,6 +136,8 @@ class TranslationModule(LightningModule):
     def setup(self, stage: str) -> None:
         if self.tokenizer is None:
             self.tokenizer = self.trainer.datamodule.tokenizer
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            destroy_process_group_at_exit()
 
     def on_fit_start(self) -> None:
         run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
@@ -338,6 +343,20 @@ def mean_over_all_tokens(loss_sum: Tensor, all_tokens: Tensor, world_size: int) 
     token of the whole distributed batch, as fairseq normalizes (a mean per process would
     weigh the tokens of a process with fewer more)."""
     return loss_sum * world_size / all_tokens
+
+
+@cache
+def destroy_process_group_at_exit() -> None:
+    """Destroy the process group at exit (registered once per process), while Python is
+    still alive: that joins gloo's worker threads, which otherwise may release the last
+    collective's tensors while the interpreter finalizes and abort the process
+    (pytorch/pytorch#179291; Lightning does this for NCCL alone)."""
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int) -> float:

@@ -70,9 +70,6 @@ def _tiny_run_args(corpus: Path, out: Path, *extra: str) -> list[str]:
         *("--data.max_tokens", "400", "--data.vocab_size", "60"),
         *("--model.embed_dim", "16", "--model.hidden_size", "16"),
         *("--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false"),
-        *("--trainer.logger", "lightning.pytorch.loggers.CSVLogger"),
-        *("--trainer.logger.save_dir", str(out)),
-        *("--checkpoint.dirpath", str(out / "checkpoints"), "--checkpoint.filename", "best"),
         *extra,
     ]
 

@@ -14,7 +14,6 @@ import pytest
 import torch.distributed
 import torch.multiprocessing
 from lightning.pytorch import Trainer
-from torch.multiprocessing.spawn import ProcessExitedException
 
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.cli.train import DEMO_CONFIG
@@ -190,20 +189,6 @@ def test_ddp_gradient_equals_the_gradient_of_the_whole_batch(tmp_path: Path) -> 
     assert not torch.allclose(averaged, dict(whole.named_parameters())[weight].grad, rtol=1e-3)
 
 
-def _validate_on_two_processes(checkpoint: Path, data: TranslationDataModule) -> dict[str, float]:
-    """`validate` on 2 ddp_spawn processes, once more if a process aborted (SIGABRT) at
-    exit: with torch 2.13 a gloo worker thread can release the last all-reduce's tensors
-    while the interpreter finalizes, and that aborts it after the validation has finished
-    (about 1 run in 70 here; a core dump shows `~AsyncAllreduceWork` taking the
-    GIL inside `Py_FinalizeEx`, as pytorch/pytorch#179291 describes)."""
-    try:
-        return validate(checkpoint, data, devices=2, strategy="ddp_spawn")
-    except ProcessExitedException as err:
-        if err.signal_name != "SIGABRT":
-            raise
-    return validate(checkpoint, data, devices=2, strategy="ddp_spawn")
-
-
 def test_ddp_validation_equals_single_process(trained: Path, tiny_corpus: Path) -> None:
     data = TranslationDataModule(
         train=str(tiny_corpus / "train"),
@@ -214,7 +199,7 @@ def test_ddp_validation_equals_single_process(trained: Path, tiny_corpus: Path) 
     )
     checkpoint = trained / "checkpoints" / "best.ckpt"
     single = validate(checkpoint, data, devices=1)
-    ddp = _validate_on_two_processes(checkpoint, data)
+    ddp = validate(checkpoint, data, devices=2, strategy="ddp_spawn")
     assert set(single) == {"val_loss", "val_ppl", "val_bleu", "val_chrf"}
     for name in ("val_bleu", "val_chrf", "val_loss"):
         assert ddp[name] == pytest.approx(single[name], abs=1e-9, rel=0), name

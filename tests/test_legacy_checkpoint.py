@@ -17,6 +17,7 @@ from seq2seq.search import beam_search, greedy_search
 
 THEN = json.loads((Path(__file__).parent / "data" / "legacy_luong_additive.json").read_text())
 LIMITS = {"max_len_a": 1.5, "max_len_b": 3}
+UNUSED = {"src": b"unused", "tgt": b"unused"}  # SentencePiece models, never read here
 
 
 def deterministic_state(shapes: dict[str, list[int]]) -> dict[str, Tensor]:
@@ -31,13 +32,21 @@ def old_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("legacy") / "old.ckpt"
     state = {f"model.{k}": v for k, v in deterministic_state(THEN["shapes"]).items()}
     checkpoint = {"hyper_parameters": THEN["hparams"], "state_dict": state}
-    torch.save(checkpoint | {"tokenizer": {"src": b"unused", "tgt": b"unused"}}, path)
+    torch.save(checkpoint | {"tokenizer": UNUSED}, path)
     return path
 
 
 def test_old_bahdanau_reads_as_luong_with_additive_scores(old_checkpoint: Path) -> None:
     hparams = load_checkpoint(old_checkpoint)["hyper_parameters"]
     assert (hparams["attention"], hparams["attention_score"]) == ("luong", "additive")
+
+
+def test_luong_without_a_recorded_score_reads_as_general(tmp_path: Path) -> None:
+    """Checkpoints of `attention: luong` written while None meant Luong's general score."""
+    path = tmp_path / "luong.ckpt"
+    hparams = {"attention": "luong", "attention_score": None}
+    torch.save({"hyper_parameters": hparams, "state_dict": {}, "tokenizer": UNUSED}, path)
+    assert load_checkpoint(path)["hyper_parameters"]["attention_score"] == "general"
 
 
 SCORE_RTOL = 1e-5  # float32 sums of a few dozen log-probs, in any order

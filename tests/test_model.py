@@ -10,8 +10,8 @@ from seq2seq import precision
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
 
-# attention[/score]: no score is the attention's default (bahdanau: additive, luong: general)
-VARIANTS = ["none", "bahdanau", "bahdanau/general", "luong", "luong/additive", "luong/dot"]
+# attention[/score]: no score is the default, additive
+VARIANTS = ["none", "bahdanau", "bahdanau/general", "luong", "luong/general", "luong/dot"]
 COMBINATIONS = list(itertools.product(["gru", "lstm", "rnn"], VARIANTS))
 SRC_VOCAB, TGT_VOCAB = 17, 19
 
@@ -170,7 +170,7 @@ def test_attention_variants_are_what_they_say() -> None:
     with the new state and feeds its attentional vector; default scores per variant."""
     rnnsearch, luong = tiny_model("gru", "bahdanau"), tiny_model("gru", "luong")
     assert rnnsearch.decoder.attention.score == "additive"
-    assert luong.decoder.attention.score == "general"
+    assert luong.decoder.attention.score == "additive"
     src, src_lengths = padded_batch([4, 3], SRC_VOCAB)
     queries: list[Tensor] = []
     for model in (rnnsearch, luong):
@@ -182,6 +182,9 @@ def test_attention_variants_are_what_they_say() -> None:
         expected = state.hidden[-1] if model is rnnsearch else new_state.hidden[-1]
         torch.testing.assert_close(queries[0], expected)
         assert (new_state.feed is not None) == fed
+    assert tiny_model("gru", "luong", attention_score="general").decoder.attention.score == (
+        "general"
+    )
     with pytest.raises(UserError, match="dot needs the decoder's hidden size"):
         tiny_model("gru", "luong", attention_score="dot")
     with pytest.raises(UserError, match=r"attention_score needs model\.attention"):
@@ -192,3 +195,26 @@ def test_build_model_ignores_training_settings() -> None:
     model = build_model({"src_vocab_size": 9, "tgt_vocab_size": 11, "cell": "lstm", "lr": 0.1})
     assert isinstance(model.encoder.rnn, torch.nn.LSTM)
     assert model.decoder.output.out_features == 11
+
+
+def test_the_defaults_are_the_configs_reference_model() -> None:
+    """Seq2Seq() and TranslationModule() build the model of configs/base/multi30k.yaml
+    (luong, additive scores, the README's reference), and its hyperparameters name the
+    score, so a checkpoint never depends on what None stands for."""
+    from pathlib import Path
+
+    import yaml
+
+    from seq2seq.system import TranslationModule
+
+    base = Path(__file__).resolve().parents[1] / "configs" / "base" / "multi30k.yaml"
+    reference = yaml.safe_load(base.read_text())["model"]
+    module = TranslationModule(src_vocab_size=9, tgt_vocab_size=9)
+    assert (module.hparams.attention, module.hparams.attention_score) == (
+        reference["attention"],
+        reference["attention_score"],
+    )
+    for model in (module.model, Seq2Seq(9, 9)):
+        assert (model.decoder.kind, model.decoder.attention.score) == ("luong", "additive")
+        assert model.decoder.rnn.mode == reference["cell"].upper()
+    assert TranslationModule(attention="none").hparams.attention_score is None

@@ -60,9 +60,13 @@ def test_validation_warns_when_references_exceed_the_length_limit(
 
 
 def test_training_writes_checkpoints_and_logs(trained: Path) -> None:
-    assert (trained / "checkpoints" / "best.ckpt").is_file()
-    assert (trained / "checkpoints" / "last.ckpt").is_file()
-    metrics = next(trained.glob("**/metrics.csv")).read_text().splitlines()
+    """Under `--trainer.default_root_dir` alone: checkpoints/ with best.ckpt (the scored best
+    under a stable name) and last.ckpt, and a CSV log."""
+    folder = trained / "checkpoints"
+    (scored,) = folder.glob("best-epoch*-step*-bleu*.ckpt")
+    assert (folder / "best.ckpt").read_bytes() == scored.read_bytes()
+    assert (folder / "last.ckpt").is_file()
+    metrics = next(trained.glob("lightning_logs/version_*/metrics.csv")).read_text().splitlines()
     header = metrics[0].split(",")
     for name in (
         "train_loss",
@@ -216,3 +220,31 @@ def test_training_test_scores_equal_translate_and_evaluate(
     for metric, name in (("test_bleu", "BLEU"), ("test_chrf", "chrF2")):
         expected = float(tested[header.index(metric)])
         assert scored[name]["score"] == pytest.approx(expected, abs=0.01), metric
+
+
+def test_best_ckpt_follows_each_new_best(
+    tmp_path: Path, train_args: Callable[..., list[str]]
+) -> None:
+    """With several kept, best.ckpt is always the one of highest validation BLEU, as `--ckpt_path
+    best` (the best that last.ckpt records) names it."""
+    run = ["--trainer.max_epochs", "4", "--trainer.limit_train_batches", "2"]
+    cli = fit_and_test(train_args(tmp_path, "--checkpoint.save_top_k", "-1", *run))
+    folder = tmp_path / "checkpoints"
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert len(list(folder.glob("best-*.ckpt"))) == 4
+    assert (folder / "best.ckpt").read_bytes() == best.read_bytes()
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_the_data_seed_follows_seed_everything(
+    tmp_path: Path, train_args: Callable[..., list[str]]
+) -> None:
+    """`--seed_everything N` alone changes the batch order too; `--data.seed` still wins."""
+    quick = ["--trainer.fast_dev_run", "true"]
+    seeds = {
+        args: fit_and_test(train_args(tmp_path / str(i), *quick, *args)).datamodule.seed
+        for i, args in enumerate(
+            [(), ("--seed_everything", "2"), ("--seed_everything", "2", "--data.seed", "7")]
+        )
+    }
+    assert list(seeds.values()) == [1234, 2, 7]

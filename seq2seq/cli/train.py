@@ -7,10 +7,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import yaml
+from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from seq2seq.best_checkpoint import BEST_NAME, BestCheckpointLink
 from seq2seq.cache import global_rank, wait_for_file
 from seq2seq.checkpoint import (
     check_architecture,
@@ -86,7 +88,9 @@ class TranslationCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Check the corpus files before SentencePiece trains (it does when the model is built)."""
+        """Derive the run's folders and data seed; check the corpus files before SentencePiece
+        trains (it does when the model is built)."""
+        self._derive_run_settings()
         data = self.config.data
         if data.val is None and data.dataset is None:
             raise UserError(
@@ -105,6 +109,21 @@ class TranslationCLI(LightningCLI):
             )
         if self.config.init_from is not None:
             self._use_init_checkpoint(self.config.init_from)
+
+    def _derive_run_settings(self) -> None:
+        """What is unset follows the run folder (`trainer.default_root_dir`: `checkpoints/`
+        and a CSV log) and `seed_everything` (the batch order, `data.seed`)."""
+        root = Path(self.config.trainer.default_root_dir)
+        if self.config.checkpoint.dirpath is None:
+            self.config.checkpoint.dirpath = str(root / "checkpoints")
+        if self.config.trainer.logger in (None, True):
+            self.config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger",
+                init_args=Namespace(save_dir=str(root)),
+            )
+        seed = self.config.seed_everything
+        if self.config.data.seed is None and not isinstance(seed, bool):
+            self.config.data.seed = seed
 
     def _use_init_checkpoint(self, path: str) -> None:
         """Check the model settings against the checkpoint; its tokenizer becomes the data's."""
@@ -208,6 +227,8 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
             every_n_train_steps=cli.config.save_last_every_n_steps,
         )
     )
+    if Path(cli.config.checkpoint.filename or "").name != Path(BEST_NAME).stem:
+        cli.trainer.callbacks.append(BestCheckpointLink(cli.trainer.checkpoint_callback))
     if cli.config.init_from is not None and cli.config.ckpt_path is None:  # else: resuming
         load_weights(cli.model, load_checkpoint(cli.config.init_from), cli.config.init_from)
     resume = None
