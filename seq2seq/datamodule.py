@@ -12,7 +12,7 @@ other processes wait for its model in the cache (shared by all processes).
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -41,11 +41,25 @@ DEFAULT_SEED = 1234  # of the batch order, where neither data.seed nor seed_ever
 
 def _no_distributed_sampler(trainer: Trainer) -> None:
     """Trainer(use_distributed_sampler=False) after the fact, for a Trainer made without it
-    (scripts/train.py passes it). Lightning has no public setter: where its private one is
-    gone, Lightning's own error asks for that argument."""
+    (scripts/train.py passes it). Lightning has no public setter (its public `strategy`
+    and `world_size` tell whether it would inject a sampler, not how to stop it): where
+    its private one is gone, Lightning's own error asks for that argument."""
     connector = getattr(trainer, "_accelerator_connector", None)
     if hasattr(connector, "use_distributed_sampler"):
         connector.use_distributed_sampler = False
+
+
+def _epoch_batch_counts(trainer: Trainer) -> Any:
+    """Lightning's counts of the current epoch's training batches (`ready`, `started`,
+    `processed`, `completed`), the one place that reaches into its fit loop.
+
+    Resuming mid-epoch needs them, and Lightning has no public API for them: the batches
+    trained (`processed`) are not those the loader has served, which run ahead (Lightning
+    and the DataLoader's workers fetch in advance); and an epoch that restarts from its
+    beginning must have Lightning count from 0 again. pyproject.toml pins lightning to
+    the versions tested; tests/test_datamodule.py checks what these counts hold.
+    """
+    return trainer.fit_loop.epoch_loop.batch_progress.current
 
 
 def dataset_costs(data: datasets.Dataset, max_src_len: int | None = None) -> np.ndarray:
@@ -301,16 +315,16 @@ class TranslationDataModule(LightningDataModule):
 
     def _batches_trained(self) -> int:
         """Training batches this rank has stepped through in the current epoch."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return _epoch_batch_counts(self.trainer).processed
 
     def _restart_epoch(self) -> None:
         """Make Lightning, resuming, count this epoch's batches from 0 again. (Its restart
         counts the checkpoint's `processed` batches done, whether the checkpoint was saved
         within a batch's end or after validation: each count is lowered by as many.)"""
-        current = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        done = current.processed
+        counts = _epoch_batch_counts(self.trainer)
+        done = counts.processed
         for count in ("ready", "started", "processed", "completed"):
-            setattr(current, count, getattr(current, count) - done)
+            setattr(counts, count, getattr(counts, count) - done)
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         data = self._dataset(split)

@@ -67,9 +67,9 @@ class ExponentialMovingAverage(Callback):
     ) -> None:
         if trainer.global_step > self._step:  # an optimizer step (not an accumulating batch)
             self._step = trainer.global_step
-            weights = [p.detach().float() for p in trainable(pl_module).values()]
             weight = 1.0 - decay_at(self._step, self.decay)
-            torch._foreach_lerp_(list(self._average.values()), weights, weight)
+            for name, p in trainable(pl_module).items():  # average += weight * (p - average)
+                self._average[name].lerp_(p.detach().float(), weight)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._use_average(pl_module)

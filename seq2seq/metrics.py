@@ -62,35 +62,57 @@ def check_bleu_tokenize(tokenize: str) -> None:
 
 # Sufficient statistics: integer vectors that add up over sentences (and over DDP ranks);
 # a corpus score computed from their sum equals the score of the whole corpus at once.
-# sacrebleu has no public API for them: its private methods are guarded by `_private`
-# (pyproject.toml bounds sacrebleu below 3; tests/test_metrics.py checks them).
+# BLEU's are public: its score's lengths and n-gram counts, and `BLEU.compute_bleu`.
+# chrF keeps its statistics private: its two methods are reached only through `_private`
+# (pyproject.toml pins sacrebleu to the versions tested; tests/test_metrics.py checks them).
 STATISTIC_METRICS = {"bleu": BLEU, "chrf": CHRF}
+SACREBLEU_RANGE = ">=2.4,<2.7"  # pyproject.toml's, named by `_private`'s error
 
 
 def sufficient_statistics(
     metric: str, hypotheses: list[str], references: list[str], *, tokenize: str | None = None
 ) -> np.ndarray:
-    """The summed sacrebleu statistics of some sentences: (D,) int64 (BLEU: lengths and
-    n-gram matches/totals, after `tokenize`; chrF: character and word n-gram counts)."""
-    extract = _private(_scorer(metric, tokenize), "_extract_corpus_statistics")
-    per_sentence = extract(hypotheses, [references])
-    width = statistics_width(metric)
-    return np.asarray(per_sentence, dtype=np.int64).reshape(-1, width).sum(axis=0)
+    """The summed sacrebleu statistics of some sentences: (D,) int64 (BLEU: hypothesis and
+    reference lengths, then n-gram matches and totals, after `tokenize`; chrF: hypothesis,
+    reference and matched counts of each character n-gram order)."""
+    if not hypotheses:
+        return np.zeros(statistics_width(metric), dtype=np.int64)
+    scorer = _scorer(metric, tokenize)
+    if isinstance(scorer, BLEU):
+        score = scorer.corpus_score(hypotheses, [references])
+        return np.array([score.sys_len, score.ref_len, *score.counts, *score.totals], np.int64)
+    per_sentence = _private(scorer, "_extract_corpus_statistics")(hypotheses, [references])
+    return np.asarray(per_sentence, dtype=np.int64).sum(axis=0)
 
 
-@cache
 def statistics_width(metric: str) -> int:
     """The length of `metric`'s statistics vector."""
-    extract = _private(_scorer(metric, None), "_extract_corpus_statistics")
-    return len(extract([""], [[""]])[0])
+    scorer = _scorer(metric, None)
+    if isinstance(scorer, BLEU):
+        return 2 + 2 * scorer.max_ngram_order  # lengths, matches, totals
+    return 3 * (scorer.char_order + scorer.word_order)  # hypothesis, reference, matched
 
 
 def score_from_statistics(
     metric: str, statistics: np.ndarray, *, tokenize: str | None = None
 ) -> float:
-    """The corpus score of summed `sufficient_statistics`."""
-    compute = _private(_scorer(metric, tokenize), "_compute_score_from_stats")
-    return float(compute([int(x) for x in statistics]).score)
+    """The corpus score of summed `sufficient_statistics` (made with the same `tokenize`)."""
+    scorer = _scorer(metric, tokenize)
+    stats = [int(x) for x in statistics]
+    if isinstance(scorer, BLEU):
+        n = scorer.max_ngram_order
+        score = BLEU.compute_bleu(
+            correct=stats[2 : 2 + n],
+            total=stats[2 + n :],
+            sys_len=stats[0],
+            ref_len=stats[1],
+            smooth_method=scorer.smooth_method,
+            smooth_value=scorer.smooth_value,
+            effective_order=scorer.effective_order,
+            max_ngram_order=n,
+        )
+        return float(score.score)
+    return float(_private(scorer, "_compute_score_from_stats")(stats).score)
 
 
 @cache
@@ -99,12 +121,12 @@ def _scorer(metric: str, tokenize: str | None) -> BLEU | CHRF:
     return BLEU(tokenize=tokenize) if metric == "bleu" else STATISTIC_METRICS[metric]()
 
 
-def _private(scorer: BLEU | CHRF, name: str) -> Callable:
+def _private(scorer: CHRF, name: str) -> Callable:
     """`scorer.name`, a private sacrebleu method; a clear error where it has gone."""
     method = getattr(scorer, name, None)
     if method is None:
         raise RuntimeError(
             f"sacrebleu {sacrebleu.__version__} has no {type(scorer).__name__}.{name}, which "
-            "validation BLEU over processes needs: install sacrebleu>=2.4,<3"
+            f"validation chrF over processes needs: install sacrebleu{SACREBLEU_RANGE}"
         )
     return method

@@ -3,22 +3,26 @@
 import logging
 import re
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import datasets
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+from packaging.specifiers import SpecifierSet
 
 from seq2seq import cache as cache_module
 from seq2seq import datamodule as datamodule_module
-from seq2seq.datamodule import TranslationDataModule, _no_distributed_sampler
+from seq2seq.datamodule import TranslationDataModule, _epoch_batch_counts, _no_distributed_sampler
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 LONG_DE = " ".join(["siebenhundertsiebenundsiebzigtausend"] * 40)
 LONG_EN = " ".join(["seven hundred and seventy-seven thousand"] * 40)
 MAX_LEN, MAX_TOKENS = 60, 200
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def append(prefix: Path, pairs: list[tuple[str, str]]) -> None:
@@ -260,6 +264,41 @@ def test_hand_made_trainers_still_get_the_data_modules_sampler() -> None:
     assert connector.use_distributed_sampler, "expected Lightning's default"
     _no_distributed_sampler(trainer)
     assert connector.use_distributed_sampler is False
+
+
+class _RecordCounts(L.Callback):
+    """Lightning's counts of the epoch's batches at each batch's end, where `last.ckpt` is saved."""
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[int, ...]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        c = _epoch_batch_counts(trainer)
+        self.counts.append((trainer.current_epoch, c.ready, c.started, c.processed, c.completed))
+
+
+def test_lightnings_batch_counts_are_what_resuming_reads(tmp_path: Path) -> None:
+    """The guard of the one use of Lightning's loops (no public API counts the batches
+    trained): at a batch's end, `processed` includes that batch, and each epoch counts
+    from 0. Where it fails, Lightning changed its loops: fix `_epoch_batch_counts` (and run
+    tests/test_resume.py) before widening pyproject.toml's range for lightning."""
+    (pinned,) = re.findall(r'"lightning([<>=!~][^"]*)"', PYPROJECT.read_text())
+    assert version("lightning") in SpecifierSet(pinned)
+    recorder = _RecordCounts()
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(BoringModel())
+    assert recorder.counts == [(e, i + 1, i + 1, i + 1, i) for e in (0, 1) for i in range(3)]
 
 
 def test_other_ranks_load_rank_zeros_sentencepiece_model(

@@ -1,12 +1,12 @@
 """Running the server: settings from the command line, the model, uvicorn, a graceful stop."""
 
 import argparse
-import contextlib
+import asyncio
 import logging
 import math
 import signal
+import socket
 import time
-from collections.abc import Iterator
 from types import FrameType
 
 import torch
@@ -96,35 +96,41 @@ def load_translator(paths: list[str], device: str) -> Translator:
 class GracefulServer(uvicorn.Server):
     """uvicorn stopping in two steps on SIGTERM or SIGINT: new translation requests get 503
     until those in flight are answered (and `LINGER_S` has passed), or for `drain_s` at
-    most; then the server stops and the process exits 0. (uvicorn's own Server re-raises
-    the signal once stopped, which ends the process with the signal's status.) A second
-    SIGINT stops at once."""
+    most; then the server stops and the process exits 0. A second SIGINT stops at once.
+
+    uvicorn has no public setting for what a signal does: its `serve` installs the server's
+    `handle_exit` for SIGINT and SIGTERM, which this class overrides (pyproject.toml pins
+    uvicorn to the versions tested; tests/test_server_run.py checks that uvicorn still
+    installs it). uvicorn's own records the signal and raises it again once stopped, which
+    would end the process with the signal's status instead of 0.
+    """
 
     def __init__(self, config: uvicorn.Config, gate: Gate, drain_s: float) -> None:
         super().__init__(config)
         self.gate, self.drain_s = gate, drain_s
         self.drain_started = math.inf  # time.monotonic() of the signal
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        originals = {sig: signal.signal(sig, self.drain) for sig in (signal.SIGINT, signal.SIGTERM)}
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's `serve`, with a task that stops it once draining is over."""
+        watcher = asyncio.create_task(self._stop_when_drained())
         try:
-            yield
+            await super().serve(sockets)
         finally:
-            for sig, handler in originals.items():
-                signal.signal(sig, handler)
+            watcher.cancel()
 
-    def drain(self, sig: int, frame: FrameType | None) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The signal handler: start draining (a second SIGINT: stop now)."""
         if self.gate.draining and sig == signal.SIGINT:
             self.should_exit = self.force_exit = True
         if not self.gate.draining:
             self.gate.draining, self.drain_started = True, time.monotonic()
         log.info("stopping: %d request(s) in flight, new ones get 503", self.gate.in_flight)
 
-    async def on_tick(self, counter: int) -> bool:
-        """Checked every 0.1 s: whether draining is over. (After `drain_s` at most: a
-        client that never sends its whole body must not hold the server.)"""
-        draining_s = time.monotonic() - self.drain_started
-        if (self.gate.in_flight == 0 and draining_s >= LINGER_S) or draining_s > self.drain_s:
-            self.should_exit = True
-        return await super().on_tick(counter)
+    async def _stop_when_drained(self) -> None:
+        """Every 0.1 s: whether draining is over. (After `drain_s` at most: a client that
+        never sends its whole body must not hold the server.)"""
+        while not self.should_exit:
+            await asyncio.sleep(0.1)
+            draining_s = time.monotonic() - self.drain_started
+            if (self.gate.in_flight == 0 and draining_s >= LINGER_S) or draining_s > self.drain_s:
+                self.should_exit = True
