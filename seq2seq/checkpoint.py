@@ -87,7 +87,7 @@ def resolve_resume_path(ckpt_path: str, dirpath: str | None) -> Path:
         raise UserError(f"--ckpt_path {ckpt_path}: no last.ckpt in {dirpath}")
     if ckpt_path == "last":
         return last
-    states = load_checkpoint(last).get("callbacks", {})
+    states = load_checkpoint(last, mmap=True).get("callbacks", {})  # reads no tensor
     best = [s["best_model_path"] for s in states.values() if s.get("best_model_path")]
     if not best:
         raise UserError(f"--ckpt_path best: {last} records no best checkpoint")
@@ -139,15 +139,21 @@ ARCHITECTURE = (
 )
 
 
-def check_architecture(checkpoint: dict[str, Any], path: str, model: dict[str, Any]) -> None:
-    """The model settings of a run that starts from `checkpoint`'s weights must be its own."""
-    saved, model = _resolved(checkpoint["hyper_parameters"]), _resolved(model)
+def check_architecture(
+    saved: dict[str, Any], other: dict[str, Any], *, refusal: str, saved_name: str
+) -> None:
+    """The `ARCHITECTURE` settings that `saved` (a checkpoint's hyper_parameters) records
+    must be `other`'s (model settings, or another checkpoint's hyper_parameters); an
+    attention score None is its attention's default. Else UserError: `refusal`, then each
+    difference as "model.<name> is <other's>, <saved_name> <saved's>"."""
+    saved, other = _resolved(saved), _resolved(other)
     differ = [
-        f"model.{name} is {model.get(name)!r}, the checkpoint's {saved[name]!r}"
-        for name in _architecture_differences(saved, model)
+        f"model.{name} is {other.get(name)!r}, {saved_name} {saved[name]!r}"
+        for name in ARCHITECTURE
+        if name in saved and other.get(name) != saved[name]
     ]
     if differ:
-        raise UserError(f"--init_from {path}: " + "; ".join(differ))
+        raise UserError(f"{refusal}: " + "; ".join(differ))
 
 
 def _resolved(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -155,13 +161,6 @@ def _resolved(hparams: dict[str, Any]) -> dict[str, Any]:
     if hparams.get("attention_score") is None and hparams.get("attention") not in (None, "none"):
         return hparams | {"attention_score": DEFAULT_SCORE}
     return hparams
-
-
-def _architecture_differences(saved: dict[str, Any], model: dict[str, Any]) -> list[str]:
-    """The `ARCHITECTURE` settings that `saved` (a checkpoint's hyper_parameters) records
-    and `model` does not share (an attention score None is its attention's default)."""
-    saved, model = _resolved(saved), _resolved(model)
-    return [name for name in ARCHITECTURE if name in saved and model.get(name) != saved[name]]
 
 
 def unpack_tokenizer(checkpoint: dict[str, Any], directory: Path) -> list[Path]:
@@ -226,13 +225,12 @@ def _check_averageable(
 ) -> None:
     """`checkpoint` (read from `path`) must have the architecture, SentencePiece models and
     weight names and shapes of `first` (read from `first_path`)."""
-    saved, other = _resolved(first["hyper_parameters"]), _resolved(checkpoint["hyper_parameters"])
-    differ = [
-        f"model.{name} is {other.get(name)!r}, {first_path}'s {saved[name]!r}"
-        for name in _architecture_differences(saved, other)
-    ]
-    if differ:
-        raise UserError(f"cannot average {path} with {first_path}: " + "; ".join(differ))
+    check_architecture(
+        first["hyper_parameters"],
+        checkpoint["hyper_parameters"],
+        refusal=f"cannot average {path} with {first_path}",
+        saved_name=f"{first_path}'s",
+    )
     fingerprint, first_fingerprint = _fingerprint(checkpoint, path), _fingerprint(first, first_path)
     if fingerprint != first_fingerprint:
         raise UserError(

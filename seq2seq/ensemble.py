@@ -3,8 +3,9 @@
 `Ensemble` has the interface search needs (`encode`, `decode_step`, `log_probs`; see
 seq2seq.search), so greedy, beam, n-best, length penalties and constraints work on it
 unchanged. The models may differ in cell, sizes and attention; they must share the
-vocabulary. Each step runs every model's decoder once over the same rows: nothing is
-recomputed, and beam search still scores only the rows of open beams.
+vocabulary, and tell the width of their decoder outputs (`output_size`). Each step runs
+every model's decoder once over the same rows: nothing is recomputed, and beam search
+still scores only the rows of open beams.
 
 Shapes: N rows, V target vocabulary, F_m decoder output size of model m.
 """
@@ -33,7 +34,8 @@ class Ensemble(nn.Module):
     """Models whose log-probabilities combine at each step.
 
     Args:
-        models: the members, sharing pad, BOS and EOS ids and the target vocabulary.
+        models: the members, sharing pad, BOS and EOS ids and the target vocabulary; each
+            has `output_size`, the width F_m of its `decode_step` outputs.
         rule: "logprob" averages their log-probabilities (a product of experts, the
             default); "prob" takes the log of their mean probability.
     """
@@ -50,7 +52,7 @@ class Ensemble(nn.Module):
         self.models = nn.ModuleList(models)
         self.rule = rule
         self.pad_id, self.bos_id, self.eos_id = ids.pop()
-        self._output_sizes: list[int] = []  # F_m, known after the first decode_step
+        self.output_sizes = [model.output_size for model in models]  # F_m
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[PerModel, PerModel]:
         """(B, S) source ids, (B,) lengths -> each model's memory and initial state."""
@@ -66,13 +68,12 @@ class Ensemble(nn.Module):
             model.decode_step(mem, st, prev_tokens)
             for model, mem, st in zip(self.models, memory, state, strict=True)
         ]
-        outputs = [out for out, _, _ in steps]
-        self._output_sizes = [out.size(-1) for out in outputs]
-        return torch.cat(outputs, dim=-1), PerModel(st for _, st, _ in steps), steps[0][2]
+        outputs = torch.cat([out for out, _, _ in steps], dim=-1)  # (N, sum F_m)
+        return outputs, PerModel(st for _, st, _ in steps), steps[0][2]
 
     def log_probs(self, outputs: Tensor) -> Tensor:
         """(N, sum F_m) rows of `decode_step` outputs -> (N, V) combined log-probabilities."""
-        parts = outputs.split(self._output_sizes, dim=-1)
+        parts = outputs.split(self.output_sizes, dim=-1)  # (N, F_m) each
         member = torch.stack(
             [model.log_probs(part) for model, part in zip(self.models, parts, strict=True)]
         )  # (M, N, V)

@@ -67,12 +67,9 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
     """(N, H) outputs, (V, H) weight, (V,) bias, (N,) targets -> summed smoothed loss and
-    summed NLL over non-pad tokens, `chunk` rows of logits at a time.
-
-    Only the M non-pad rows are projected. The bias rides in the GEMM as an extra input
-    column of ones ((M, H+1) @ (H+1, V)), which spares addmm's pass that copies it into
-    every row of the logits first.
-    """
+    summed NLL over non-pad tokens, `chunk` rows of logits at a time (`_chunked_losses`),
+    with the terms of the gradients that backward needs. Only the M non-pad rows are
+    projected."""
 
     @staticmethod
     def forward(
@@ -86,36 +83,15 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         excluded: Tensor,
         chunk: int,
     ) -> tuple[Tensor, Tensor]:
-        real = (targets != pad_id).nonzero().squeeze(1)  # (M,) rows to score
-        real_hidden, real_targets = hidden.index_select(0, real), targets.index_select(0, real)
-        ones = real_hidden.new_ones(real.numel(), 1)
-        with_ones = torch.cat([real_hidden, ones], dim=1)  # (M, H+1)
-        projection = torch.cat([weight, bias.unsqueeze(1)], dim=1).t()  # (H+1, V)
+        real, real_hidden, real_targets = _real_rows(hidden, targets, pad_id)
         needs_grad = any(ctx.needs_input_grad[:3])
-        # The probabilities' terms of the gradients: p·W for hidden's, Σ_rows p·h for
-        # weight's, Σ_rows p for bias's.
-        hidden_part: list[Tensor] = [real_hidden.new_zeros(0, hidden.size(1))]  # (n, H) each
-        if needs_grad:
-            weight_part = torch.zeros(weight.shape, device=weight.device)  # (V, H)
-            bias_part = torch.zeros(bias.shape, device=bias.device)  # (V,)
-        smoothed_sum = nll_sum = torch.zeros((), device=hidden.device)
-        for start in range(0, real.numel(), chunk):
-            rows = slice(start, start + chunk)
-            logits = with_ones[rows] @ projection  # (n, V)
-            log_probs = torch.log_softmax(logits.float(), dim=1)  # (n, V)
-            del logits
-            smoothed, nll = _row_losses(log_probs, real_targets[rows], smoothing, excluded)
-            smoothed_sum, nll_sum = smoothed_sum + smoothed.sum(), nll_sum + nll.sum()
-            if needs_grad:
-                probs = log_probs.exp_()  # (n, V)
-                hidden_part.append(probs.to(weight.dtype) @ weight)
-                weight_part.add_(probs.t().to(hidden.dtype) @ real_hidden[rows])
-                bias_part.add_(probs.sum(dim=0))
-        if needs_grad:
+        smoothed_sum, nll_sum, terms = _chunked_losses(
+            real_hidden, weight, bias, real_targets, smoothing, excluded, chunk, needs_grad
+        )
+        if terms is not None:
             ctx.save_for_backward(real, real_hidden, weight, real_targets, excluded)
             ctx.rows, ctx.hidden_dtype = hidden.size(0), hidden.dtype
-            ctx.hidden_part = torch.cat(hidden_part)
-            ctx.weight_part, ctx.bias_part = weight_part, bias_part
+            ctx.hidden_part, ctx.weight_part, ctx.bias_part = terms
             ctx.smoothing, ctx.kept = smoothing, _kept(weight.size(0), excluded)
         return smoothed_sum, nll_sum
 
@@ -151,6 +127,55 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         )
         grads = grad_hidden.to(ctx.hidden_dtype), grad_weight.to(weight.dtype)
         return *grads, grad_bias.to(weight.dtype), None, None, None, None, None
+
+
+def _real_rows(hidden: Tensor, targets: Tensor, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(N, H) outputs, (N,) targets -> (M,) indices of the non-pad rows, their (M, H)
+    outputs and (M,) targets."""
+    real = (targets != pad_id).nonzero().squeeze(1)  # (M,)
+    return real, hidden.index_select(0, real), targets.index_select(0, real)
+
+
+def _chunked_losses(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    targets: Tensor,
+    smoothing: float,
+    excluded: Tensor,
+    chunk: int,
+    with_gradients: bool,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+    """(M, H) non-pad outputs, (M,) targets -> summed smoothed loss, summed NLL and, if
+    `with_gradients`, the probabilities' terms of the gradients ((M, H) p·W for hidden's,
+    (V, H) Σ_rows p·h for weight's, (V,) Σ_rows p for bias's), else None.
+
+    `chunk` rows of logits at a time. The bias rides in the GEMM as an extra input column
+    of ones ((M, H+1) @ (H+1, V)), which spares addmm's pass that copies it into every row
+    of the logits first.
+    """
+    with_ones = torch.cat([hidden, hidden.new_ones(hidden.size(0), 1)], dim=1)  # (M, H+1)
+    projection = torch.cat([weight, bias.unsqueeze(1)], dim=1).t()  # (H+1, V)
+    if with_gradients:
+        hidden_part = [hidden.new_zeros(0, hidden.size(1))]  # (n, H) each
+        weight_part = torch.zeros(weight.shape, device=weight.device)  # (V, H)
+        bias_part = torch.zeros(bias.shape, device=bias.device)  # (V,)
+    smoothed_sum = nll_sum = torch.zeros((), device=hidden.device)
+    for start in range(0, hidden.size(0), chunk):
+        rows = slice(start, start + chunk)
+        logits = with_ones[rows] @ projection  # (n, V)
+        log_probs = torch.log_softmax(logits.float(), dim=1)  # (n, V)
+        del logits
+        smoothed, nll = _row_losses(log_probs, targets[rows], smoothing, excluded)
+        smoothed_sum, nll_sum = smoothed_sum + smoothed.sum(), nll_sum + nll.sum()
+        if with_gradients:
+            probs = log_probs.exp_()  # (n, V)
+            hidden_part.append(probs.to(weight.dtype) @ weight)
+            weight_part.add_(probs.t().to(hidden.dtype) @ hidden[rows])
+            bias_part.add_(probs.sum(dim=0))
+    if not with_gradients:
+        return smoothed_sum, nll_sum, None
+    return smoothed_sum, nll_sum, (torch.cat(hidden_part), weight_part, bias_part)
 
 
 def _row_losses(
@@ -207,8 +232,17 @@ def projected_cross_entropy(
 ) -> tuple[Tensor, Tensor]:
     """`smoothed_cross_entropy` of the logits `hidden @ weight.T + bias` ((N, H), (V, H),
     (V,)) without holding them: `chunk` rows of (chunk, V) logits at a time, gradients
-    with respect to `hidden`, `weight` and `bias` included."""
+    with respect to `hidden`, `weight` and `bias` included.
+
+    Under `torch.no_grad()` or inference mode (validation, test), the sums alone: no
+    gradient work, nothing kept for backward."""
     excluded = _excluded_ids(unsmoothed_ids, hidden.device)
+    if not torch.is_grad_enabled():
+        _, real_hidden, real_targets = _real_rows(hidden, targets, pad_id)
+        smoothed_sum, nll_sum, _ = _chunked_losses(
+            real_hidden, weight, bias, real_targets, smoothing, excluded, chunk, False
+        )
+        return smoothed_sum, nll_sum
     return _ProjectedCrossEntropy.apply(
         hidden, weight, bias, targets, smoothing, pad_id, excluded, chunk
     )

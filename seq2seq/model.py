@@ -94,6 +94,11 @@ class Seq2Seq(nn.Module):
             tie_embeddings=tie_embeddings,
         )
 
+    @property
+    def output_size(self) -> int:
+        """The width of `decode_step`'s outputs, which `log_probs` reads."""
+        return self.decoder.output.in_features
+
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """(B, S) source ids and (B,) lengths -> encoder memory and initial decoder state.
 

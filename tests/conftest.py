@@ -1,10 +1,11 @@
 """Shared fixtures: a tiny parallel corpus, a tiny trained model, fixed seeds, a live server,
-the benchmark scripts as modules."""
+the benchmark scripts as modules, a count of checkpoint reads."""
 
 import importlib.util
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -120,3 +121,18 @@ def live_server() -> Iterator[Callable[[Any], str]]:
     for server, thread in running:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def torch_loads(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, bool]]:
+    """Counts the test's torch.load calls (Lightning's included) by (file, mapped)."""
+    loads: Counter[tuple[str, bool]] = Counter()
+    load = torch.load
+
+    def counting(source: Any, *args: Any, **kwargs: Any) -> Any:
+        path = source if isinstance(source, str | Path) else source.name  # Lightning's: a file
+        loads[str(path), bool(kwargs.get("mmap"))] += 1
+        return load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return loads

@@ -3,13 +3,14 @@ fine-tuning starts from a checkpoint's weights and tokenizer."""
 
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from seq2seq.checkpoint import resolve_resume_path
+from seq2seq.checkpoint import check_architecture, resolve_resume_path
 from seq2seq.cli.train import fit_and_test
 from seq2seq.demo import write_demo_corpus
 from seq2seq.errors import UserError
@@ -17,6 +18,7 @@ from seq2seq.system import TranslationModule
 
 # The `trained` fixture's run: 2 epochs of 3 batches, validation on 2.
 LIMITS = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
+ONE_BATCH = ("--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
 
 
 def test_resume_with_another_sentencepiece_model_is_refused(
@@ -80,6 +82,39 @@ def test_fine_tuning_keeps_the_vocabulary_and_lowers_the_loss_on_new_data(
     resumed = fit_and_test(train_args(run, *extra, *more, *LIMITS))
     assert resumed.trainer.global_step == 9
     assert torch.load(run / "checkpoints" / "last.ckpt")["tokenizer"] == before["tokenizer"]
+
+
+def test_fine_tuning_and_resuming_read_each_checkpoint_once(
+    trained: Path,
+    tmp_path: Path,
+    train_args: Callable[..., list[str]],
+    torch_loads: Counter[tuple[str, bool]],
+) -> None:
+    """--init_from: one mapped read for the checks, the tokenizer and the weights. Resuming:
+    the check maps the file and reads no tensor; Lightning reads it for the run."""
+    start = str(trained / "checkpoints" / "best.ckpt")
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    args = train_args(tmp_path, "--init_from", start, "--data.test", "null", *ONE_BATCH)
+    fit_and_test([*args, "--trainer.max_epochs", "1"])
+    assert torch_loads == {(start, True): 1}
+    torch_loads.clear()
+    fit_and_test([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert torch_loads == {(start, True): 1, (last, True): 1, (last, False): 1}
+
+
+def test_architecture_check_names_each_difference_for_its_caller() -> None:
+    """What --init_from and averaging both check: the architecture settings that the
+    checkpoint records, an attention score None read as its attention's default."""
+    saved = {"cell": "gru", "attention": "luong", "attention_score": None, "hidden_size": 16}
+    same = saved | {"attention_score": "additive", "embed_dim": 8, "lr": 0.5}  # 2 unchecked
+    check_architecture(saved, same, refusal="--init_from a.ckpt", saved_name="the checkpoint's")
+    other = same | {"cell": "lstm", "attention_score": "dot", "hidden_size": 24}
+    with pytest.raises(UserError) as refused:
+        check_architecture(saved, other, refusal="cannot average b with a", saved_name="a's")
+    assert str(refused.value) == (
+        "cannot average b with a: model.cell is 'lstm', a's 'gru'; "
+        "model.attention_score is 'dot', a's 'additive'; model.hidden_size is 24, a's 16"
+    )
 
 
 def test_fine_tuning_refuses_to_write_over_its_start(

@@ -42,6 +42,7 @@ class StepModel(nn.Module):
     def __init__(self, probabilities: list[list[float]]) -> None:
         super().__init__()
         self.table = torch.tensor(probabilities).log()  # (steps, V)
+        self.output_size = self.table.size(1)  # its outputs are the step's log-probs
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Steps, Steps]:
         return Steps(torch.zeros_like(src_lengths)), Steps(torch.zeros_like(src_lengths))
@@ -131,6 +132,34 @@ def test_ensemble_log_prob_is_the_members_mean() -> None:
     ended = len(hyp.tokens) < 12  # else stopped at the length limit, without EOS
     singles = [teacher_force(m, src[0], 6, hyp.tokens, ended)[0] for m in members]
     assert hyp.log_prob == pytest.approx(sum(singles) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("rule", "combine"),
+    [
+        ("logprob", lambda member: member.mean(dim=0)),
+        ("prob", lambda member: member.exp().mean(dim=0).log()),
+    ],
+)
+def test_log_probs_depends_on_its_outputs_alone(rule: str, combine) -> None:
+    """Before any decode_step, twice, and after a step of other rows: the members'
+    log-probabilities of their own slices of the outputs, combined by hand."""
+    members = [tiny_model(7), Seq2Seq(9, 11, embed_dim=6, hidden_size=12, dropout=0.0).eval()]
+    ensemble = Ensemble(members, rule)
+    src, src_lengths = random_batch([5, 3], vocab_size=9)
+    memory, state = ensemble.encode(src, src_lengths)
+    prev = torch.full((2,), BOS)
+    with torch.no_grad():
+        per_model = zip(members, memory, state, strict=True)
+        own = [m.decode_step(mem, st, prev)[0] for m, mem, st in per_model]  # (2, 8), (2, 12)
+        by_hand = combine(torch.stack([m.log_probs(o) for m, o in zip(members, own, strict=True)]))
+        outputs = torch.cat(own, dim=-1)  # (2, 8 + 12)
+        first = ensemble.log_probs(outputs)  # before any decode_step
+        rows = torch.tensor([1])
+        ensemble.decode_step(memory.index_select(rows), state.index_select(rows), prev[:1])
+        again = ensemble.log_probs(outputs)
+    torch.testing.assert_close(first, by_hand)
+    assert torch.equal(again, first)
 
 
 def test_invalid_ensembles_are_refused() -> None:

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from seq2seq.loss import projected_cross_entropy, smoothed_cross_entropy
 
@@ -143,3 +144,25 @@ def test_projected_with_no_real_token_is_zero_with_zero_gradients() -> None:
     assert smoothed.item() == 0 and nll.item() == 0
     for grad in (hidden.grad, linear.weight.grad, linear.bias.grad):
         assert grad is not None and not grad.any()
+
+
+@pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
+def test_projected_without_grad_mode_costs_the_logits_gemm_alone(no_grad) -> None:
+    """Validation and test run without grad mode, on parameters that require gradients:
+    the sums are those of training, and the only GEMM is the logits' (M, H+1) @ (H+1, V),
+    none of the gradients' (p·W, pᵀ·h)."""
+    gen = torch.Generator().manual_seed(4)
+    hidden = torch.randn(30, 8, generator=gen)
+    linear = torch.nn.Linear(8, 50)
+    targets = torch.randint(1, 50, (30,), generator=gen)
+    targets[[1, 4]] = PAD
+    args = (hidden, linear.weight, linear.bias, targets)
+    options = {"smoothing": 0.1, "pad_id": PAD, "unsmoothed_ids": (PAD, 1), "chunk": 8}
+    with_grad = projected_cross_entropy(*args, **options)
+    with no_grad(), FlopCounterMode(display=False) as flops:
+        without_grad = projected_cross_entropy(*args, **options)
+    real = int((targets != PAD).sum())
+    assert flops.get_total_flops() == 2 * real * (8 + 1) * 50
+    assert without_grad[0].grad_fn is None
+    for got, expected in zip(without_grad, with_grad, strict=True):
+        assert torch.equal(got, expected.detach())

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
@@ -30,7 +31,9 @@ pytest.importorskip("fastapi", reason="the server needs the extra `serve` (FastA
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from seq2seq.cli.serve import build_parser
 from seq2seq.cli.serve import main as serve_main
+from seq2seq.server import run as server_run
 from seq2seq.server.app import create_app
 from seq2seq.server.batcher import Batcher, QueueFull
 from seq2seq.server.info import describe_model
@@ -87,6 +90,24 @@ class Held:
 
     def pieces(self, *args: Any) -> tuple[list[str], list[str]]:
         return self.translator.pieces(*args)
+
+
+class FailsOn:
+    """Wraps a translator: decoding fails for any call that holds the sentence `bad`;
+    records the sentences of each call."""
+
+    def __init__(self, inner: Any, bad: str) -> None:
+        self.inner, self.tokenizer, self.bad = inner, inner.tokenizer, bad
+        self.calls: list[list[str]] = []
+
+    def translate_nbest(self, sentences: list[str], **options: Any) -> list:
+        self.calls.append(list(sentences))
+        if self.bad in sentences:
+            raise RuntimeError(f"cannot decode {self.bad!r}")
+        return self.inner.translate_nbest(sentences, **options)
+
+    def pieces(self, *args: Any) -> tuple[list[str], list[str]]:
+        return self.inner.pieces(*args)
 
 
 def post(url: str, payload: dict, timeout: float = 60) -> tuple[int, dict, Message]:
@@ -215,6 +236,16 @@ def test_unknown_path_gets_a_json_404(client: TestClient) -> None:
     assert response.status_code == 404 and response.json()["error"] == "Not Found"
 
 
+def test_the_server_reads_each_checkpoint_once(
+    checkpoint: Path, torch_loads: Counter[tuple[str, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One mapped read gives both the model's description and the translator."""
+    monkeypatch.setattr(server_run, "threads_for_worker", torch.get_num_threads)
+    monkeypatch.setattr(server_run.GracefulServer, "run", lambda self: None)  # serve nothing
+    server_run.run_server(build_parser().parse_args(["--checkpoint", str(checkpoint)]))
+    assert torch_loads == {(str(checkpoint), True): 1}
+
+
 # -- batching across requests --------------------------------------------------------------
 
 
@@ -238,6 +269,38 @@ def test_concurrent_requests_get_the_outputs_of_each_sentence_alone(
     batcher = app.state.service.batcher
     assert batcher.decoded == len(jobs)
     assert batcher.batches < len(jobs) / 2, "requests were not batched together"
+
+
+def test_a_failing_sentence_fails_its_own_request_only(
+    make_app: Callable[..., FastAPI],
+    live_server: Callable[[FastAPI], str],
+    translator: Translator,
+) -> None:
+    """Three requests queue behind a busy worker and are decoded in one call, which fails
+    on one sentence: that request gets a 500, the other two their own translations."""
+    held = Held(translator)
+    failing = FailsOn(held, "kaputt")
+    app = make_app(model=failing)
+    url = live_server(app) + "/v1/translate"
+    batcher = app.state.service.batcher
+    texts = ["eins", "kaputt", "zwei"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(post, url, GOOD)  # taken by the worker, which then waits
+        assert held.entered.wait(timeout=30)
+        queued = [pool.submit(post, url, {"text": text, "beam_size": 2}) for text in texts]
+        deadline = time.monotonic() + 30
+        while batcher.waiting < len(texts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held.release.set()
+        answers = dict(zip(texts, (future.result() for future in queued), strict=True))
+        assert first.result()[0] == 200
+    assert sorted(texts) in [sorted(call) for call in failing.calls]  # batched together
+    status, body, _ = answers.pop("kaputt")
+    assert status == 500 and "cannot decode 'kaputt'" in body["error"]
+    for text, (status, body, _) in answers.items():
+        assert status == 200
+        expected = translator.translate([text], beam_size=2)
+        assert [t["text"] for t in body["translations"]] == expected
 
 
 def test_batcher_groups_by_options_and_slices_results() -> None:

@@ -5,6 +5,7 @@ import sys
 from argparse import ArgumentError
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import yaml
 from jsonargparse import Namespace
@@ -37,6 +38,8 @@ LINKED_FROM_DATA = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos
 
 class TranslationCLI(LightningCLI):
     """Adds checkpointing and early stopping on validation BLEU, `--ckpt_path`, and size links."""
+
+    init_checkpoint: dict[str, Any] | None = None  # --init_from's, read once (mapped)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -126,7 +129,8 @@ class TranslationCLI(LightningCLI):
             self.config.data.seed = seed
 
     def _use_init_checkpoint(self, path: str) -> None:
-        """Check the model settings against the checkpoint; its tokenizer becomes the data's."""
+        """Check the model settings against the checkpoint; its tokenizer becomes the data's.
+        Kept as `init_checkpoint` for `fit_and_test` to copy its weights."""
         dirpath = self.config.checkpoint.dirpath
         if dirpath is not None and Path(path).resolve().parent == Path(dirpath).resolve():
             raise UserError(
@@ -136,8 +140,15 @@ class TranslationCLI(LightningCLI):
         data = self.config.data
         if data.spm_model is not None:
             raise UserError("--init_from brings its SentencePiece model(s): drop data.spm_model")
-        checkpoint = load_checkpoint(path)
-        check_architecture(checkpoint, path, self.config.model.as_dict())
+        # Mapped: outside the run's folder (checked above), nothing overwrites it; only the
+        # tensors that the weights' copy touches are read.
+        self.init_checkpoint = checkpoint = load_checkpoint(path, mmap=True)
+        check_architecture(
+            checkpoint["hyper_parameters"],
+            self.config.model.as_dict(),
+            refusal=f"--init_from {path}",
+            saved_name="the checkpoint's",
+        )
         files = unpack_tokenizer(checkpoint, Path(data.cache_dir))
         data.spm_model = str(files[0])
         data.spm_tgt_model = str(files[1]) if len(files) > 1 else None
@@ -229,19 +240,27 @@ def fit_and_test(args: list[str] | None) -> TranslationCLI:
     )
     if Path(cli.config.checkpoint.filename or "").name != Path(BEST_NAME).stem:
         cli.trainer.callbacks.append(BestCheckpointLink(cli.trainer.checkpoint_callback))
-    if cli.config.init_from is not None and cli.config.ckpt_path is None:  # else: resuming
-        load_weights(cli.model, load_checkpoint(cli.config.init_from), cli.config.init_from)
-    resume = None
-    if cli.config.ckpt_path is not None:
-        resume = resolve_resume_path(cli.config.ckpt_path, cli.config.checkpoint.dirpath)
-        checkpoint = load_checkpoint(resume)  # clear errors, and never unpickles code
-        hparams = cli.model.hparams
-        check_resumable(checkpoint, resume, cli.datamodule.tokenizer, hparams.lr, hparams.ema_decay)
+    if cli.init_checkpoint is not None and cli.config.ckpt_path is None:  # else: resuming
+        load_weights(cli.model, cli.init_checkpoint, cli.config.init_from)
+    cli.init_checkpoint = None  # not held while training
+    resume = _checked_resume_path(cli)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
     if cli.datamodule.hparams.test is not None or cli.datamodule.hparams.dataset is not None:
         best = cli.trainer.checkpoint_callback.best_model_path or None
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
     return cli
+
+
+def _checked_resume_path(cli: TranslationCLI) -> Path | None:
+    """The checkpoint of `--ckpt_path`, checked against the data and model settings (None:
+    not resuming). The check maps the file and reads no tensor: Lightning reads them in fit."""
+    if cli.config.ckpt_path is None:
+        return None
+    resume = resolve_resume_path(cli.config.ckpt_path, cli.config.checkpoint.dirpath)
+    checkpoint = load_checkpoint(resume, mmap=True)  # clear errors, and never unpickles code
+    hparams = cli.model.hparams
+    check_resumable(checkpoint, resume, cli.datamodule.tokenizer, hparams.lr, hparams.ema_decay)
+    return resume
 
 
 def check_config_files(args: list[str]) -> None:

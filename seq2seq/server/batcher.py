@@ -4,10 +4,11 @@ A request's sentences go on a queue as one job. The worker takes the oldest job,
 the jobs already waiting and, while more are expected, each job that arrives within
 `window_s` of the one before, until `max_tokens`; it decodes them with one call per set
 of decoding options and hands each request its own slice of the results through its
-event loop. More are expected while the batch holds fewer jobs than were pending at once
-(submitted, not yet answered) during the last batch: clients that the last batch
-answered and that come back join the next one, and a lone client, one request at a
-time, never waits.
+event loop; if a call fails, it decodes each of its requests alone, so that a bad
+sentence fails its own request only. More are expected while the batch holds fewer jobs
+than were pending at once (submitted, not yet answered) during the last batch: clients
+that the last batch answered and that come back join the next one, and a lone client,
+one request at a time, never waits.
 """
 
 import asyncio
@@ -144,7 +145,8 @@ class Batcher:
         return jobs
 
     def _decode_group(self, jobs: list[Job]) -> None:
-        """One decode call for jobs with the same options; each gets its slice."""
+        """One decode call for jobs with the same options; each gets its slice. If the
+        call fails, each job is decoded alone: a failing sentence fails its own job only."""
         now = time.monotonic()
         live = [job for job in jobs if job.deadline > now]
         self._settled(len(jobs) - len(live))  # the expired ones
@@ -155,10 +157,14 @@ class Batcher:
         try:
             results = self.decode(sentences, jobs[0].options)
         except Exception as err:
+            if len(jobs) > 1:
+                log.warning("decoding %d jobs together failed (%s); each alone", len(jobs), err)
+                for job in jobs:
+                    self._decode_group([job])
+                return
             log.exception("decoding %d sentence(s) failed", len(sentences))
-            self._settled(len(jobs))
-            for job in jobs:
-                _settle(job, None, err)
+            self._settled(1)
+            _settle(jobs[0], None, err)
             return
         self.batches, self.decoded = self.batches + 1, self.decoded + len(sentences)
         self._settled(len(jobs))

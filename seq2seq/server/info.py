@@ -1,5 +1,6 @@
 """What GET /v1/model says: read from the checkpoints, without building their models."""
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,20 @@ ARCHITECTURE = (
 
 def describe_model(paths: list[str], settings: Settings, name: str | None = None) -> ModelInfo:
     """The model of `paths` (an ensemble when several); `name` defaults to theirs."""
-    members = [describe_checkpoint(load_checkpoint(path, mmap=True), path) for path in paths]
+    loaded = [(load_checkpoint(path, mmap=True), path) for path in paths]
+    return describe_loaded(loaded, settings, name)
+
+
+def describe_loaded(
+    loaded: Sequence[tuple[dict[str, Any], str | Path]], settings: Settings, name: str | None = None
+) -> ModelInfo:
+    """The model of (checkpoint, its path) pairs read by `load_checkpoint` (an ensemble when
+    several), as `describe_model`: the server reads each checkpoint once, for this and for
+    `Translator.from_all_loaded`."""
+    members = [describe_checkpoint(checkpoint, path) for checkpoint, path in loaded]
     first = members[0]
     return ModelInfo(
-        name=name or "+".join(default_name(path) for path in paths),
+        name=name or "+".join(default_name(path) for _, path in loaded),
         source_language=first.source_language,
         target_language=first.target_language,
         has_attention=first.attention != "none",  # an ensemble's is its first model's

@@ -13,9 +13,10 @@ import torch
 import uvicorn
 from pydantic import ValidationError
 
+from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import UserError
 from seq2seq.server.app import Gate, create_app
-from seq2seq.server.info import describe_model
+from seq2seq.server.info import describe_loaded
 from seq2seq.server.schemas import Settings
 from seq2seq.translator import Translator
 
@@ -41,9 +42,10 @@ FLAGS = {  # Settings field: its command-line option
 def run_server(args: argparse.Namespace) -> None:
     """Load the model of `args.checkpoint`, then serve it until SIGTERM or SIGINT."""
     settings = settings_from(args)
-    info = describe_model(args.checkpoint, settings, args.name)  # runs no parallel operation
+    loaded = [(load_checkpoint(path, mmap=True), path) for path in args.checkpoint]  # once
+    info = describe_loaded(loaded, settings, args.name)  # runs no parallel operation
     threads = threads_for_worker()
-    translator = load_translator(args.checkpoint, args.device)
+    translator = Translator.from_all_loaded(loaded, args.device)  # one model, or their ensemble
     app = create_app(translator, info, threads)
     config = uvicorn.Config(
         app,
@@ -84,13 +86,6 @@ def threads_for_worker() -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     return threads
-
-
-def load_translator(paths: list[str], device: str) -> Translator:
-    """One checkpoint's model, or the ensemble of several."""
-    if len(paths) == 1:
-        return Translator.from_checkpoint(paths[0], device=device)
-    return Translator.from_checkpoints(paths, device=device)
 
 
 class GracefulServer(uvicorn.Server):
