@@ -21,6 +21,16 @@ LIMITS = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "
 ONE_BATCH = ("--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
 
 
+def test_resume_with_another_architecture_is_refused(
+    trained: Path, tmp_path: Path, train_args: Callable[..., list[str]]
+) -> None:
+    last = str(trained / "checkpoints" / "last.ckpt")
+    args = train_args(tmp_path, "--model.hidden_size", "24", "--ckpt_path", last, *LIMITS)
+    with pytest.raises(UserError, match=r"model\.hidden_size is 24, the run's 16"):
+        fit_and_test(args)
+    assert not (tmp_path / "checkpoints").exists()  # refused before training
+
+
 def test_resume_with_another_sentencepiece_model_is_refused(
     trained: Path, tmp_path: Path, train_args: Callable[..., list[str]]
 ) -> None:

@@ -259,6 +259,8 @@ def _checked_resume_path(cli: TranslationCLI) -> Path | None:
     resume = resolve_resume_path(cli.config.ckpt_path, cli.config.checkpoint.dirpath)
     checkpoint = load_checkpoint(resume, mmap=True)  # clear errors, and never unpickles code
     hparams = cli.model.hparams
+    saved = checkpoint["hyper_parameters"]
+    check_architecture(saved, hparams, refusal=f"--ckpt_path {resume}", saved_name="the run's")
     check_resumable(checkpoint, resume, cli.datamodule.tokenizer, hparams.lr, hparams.ema_decay)
     return resume
 
