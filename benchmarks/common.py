@@ -1,7 +1,10 @@
-"""What every benchmark here shares: the repository, text files, measured child processes,
-runs kept between invocations."""
+"""The benchmarks' one harness: the repository and its text files, child processes timed
+with their peak RSS and the CPU that other processes took meanwhile, a decoding child,
+runs kept between invocations, scores, tables and the closing JSON line.
 
-import argparse
+    python benchmarks/common.py _translate SRC HYP OPTIONS_JSON CKPT...   # the decoding child
+"""
+
 import gzip
 import json
 import os
@@ -25,6 +28,12 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def corpus_file(prefix: Path, lang: str) -> Path:
+    """`prefix.lang.gz` where it exists, else `prefix.lang`."""
+    packed = Path(f"{prefix}.{lang}.gz")
+    return packed if packed.exists() else Path(f"{prefix}.{lang}")
+
+
 def read_lines(path: Path, limit: int | None = None) -> list[str]:
     """Lines of a plain or gzip UTF-8 file, without newlines; the first `limit` if given."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -36,39 +45,26 @@ def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def write_test_set(work: Path, data_dir: Path) -> tuple[Path, list[str]]:
-    """test_2016_flickr's German side written to `work/data/test.de`; -> that file and the
-    English references."""
-    (work / "data").mkdir(parents=True, exist_ok=True)
-    test = data_dir / "test_2016_flickr"
-    src = work / "data" / "test.de"
-    write_lines(src, read_lines(Path(f"{test}.de.gz")))
-    return src, read_lines(Path(f"{test}.en.gz"))
+def write_test_set(work: Path, prefix: Path, limit: int | None = None) -> tuple[Path, list[str]]:
+    """The German side of the test set `prefix` written to `work/test.de` (plain text, as
+    the translators read it); -> that file and the English references."""
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "test.de"
+    write_lines(src, read_lines(corpus_file(prefix, "de"), limit))
+    return src, read_lines(corpus_file(prefix, "en"), limit)
 
 
-def translate_timed(checkpoints: list[str], src: str, hyp: str, **options: Any) -> None:
-    """A benchmark's child process: translate `src` into `hyp` on the CPU with one model or
-    an ensemble (`Translator.translate`'s `options`); print the decoding seconds as JSON."""
-    from seq2seq.translator import Translator
-
-    translator = Translator.from_checkpoints(checkpoints, device="cpu")
-    sentences = read_lines(Path(src))
-    start = time.perf_counter()
-    hyps = translator.translate(sentences, **options)
-    seconds = time.perf_counter() - start
-    write_lines(Path(hyp), hyps)
-    print(json.dumps({"decode_s": seconds}))
-
-
-def child_env(threads: int, *, ours: bool) -> dict[str, str]:
-    """Environment of a child: its thread count; ours imports this checkout's `seq2seq`."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return {**env, "PYTHONPATH": str(REPO)} if ours else env
+def child_env(threads: int | None, *, ours: bool = True) -> dict[str, str]:
+    """A child's environment: `threads` OpenMP and MKL threads (None: as inherited); ours
+    imports this checkout's `seq2seq`."""
+    env = dict(os.environ)
+    if threads:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return env | {"PYTHONPATH": str(REPO)} if ours else env
 
 
 def status_mib(pid: int | str, keys: tuple[str, ...]) -> dict[str, float]:
-    """Memory fields (`VmRSS`, `VmHWM`, `RssAnon`, ...) of /proc/PID/status in MiB; `pid`
-    "self" for this process."""
+    """Memory fields (`VmRSS`, `VmHWM`, ...) of /proc/PID/status in MiB."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = dict(line.split(":", 1) for line in lines)
     return {key: int(fields[key].split()[0]) / 1024 for key in keys}
@@ -89,17 +85,6 @@ def others_cpu_since(snapshot: tuple[float, float]) -> float:
     return round(max(machine - snapshot[0] - (children - snapshot[1]), 0.0), 1)
 
 
-def run_measured(
-    cmd: list, log_file: Path, *, stdin: Path | None = None, stdout: Path | None = None, env=None
-) -> dict[str, float]:
-    """Run `cmd` to completion; -> its wall seconds and peak RSS (MiB), that process alone.
-
-    Also `others_cpu_s`: CPU seconds that other processes took meanwhile (0 on an idle
-    machine). Its stderr goes to `log_file`, and its stdout too unless `stdout` is given.
-    """
-    return run_together([Job(cmd, log_file, stdin=stdin, stdout=stdout, env=env)])[0]
-
-
 @dataclass
 class Job:
     """A child process for `run_together`: its command, files, environment, and the CPU
@@ -113,11 +98,19 @@ class Job:
     cores: set[int] | None = None
 
 
+def run_measured(
+    cmd: list, log_file: Path, *, stdin: Path | None = None, stdout: Path | None = None, env=None
+) -> dict[str, float]:
+    """Run `cmd` to completion: `run_together` with one job."""
+    return run_together([Job(cmd, log_file, stdin=stdin, stdout=stdout, env=env)])[0]
+
+
 def run_together(jobs: list[Job]) -> list[dict[str, float]]:
     """Start every job at once and wait for all; -> per job its wall seconds and peak RSS
-    (MiB), and `others_cpu_s`: CPU seconds taken meanwhile by processes other than these
-    (0 on an idle machine). When one fails, the others are stopped, and it raises with the
-    log of the first that failed."""
+    (MiB, `ru_maxrss` of it alone), and `others_cpu_s`: CPU seconds taken meanwhile by
+    processes other than these (0 on an idle machine). A job's stderr goes to its log
+    file, and its stdout too unless it names one. When one fails, the others are
+    stopped, and it raises with the log of the first that failed."""
     start, snapshot = time.perf_counter(), cpu_snapshot()
     with ExitStack() as files:
         procs: list[subprocess.Popen] = []
@@ -143,9 +136,12 @@ def run_together(jobs: list[Job]) -> list[dict[str, float]]:
 
 
 def _start(job: Job, files: ExitStack) -> subprocess.Popen:
-    fin = _opened(files, job.stdin or Path(os.devnull), "rb")
-    ferr = _opened(files, job.log_file, "wb")
-    fout = _opened(files, job.stdout, "wb") if job.stdout else ferr
+    def opened(path: Path, mode: str) -> BinaryIO:
+        return files.enter_context(open(path, mode))
+
+    fin = opened(job.stdin or Path(os.devnull), "rb")
+    ferr = opened(job.log_file, "wb")
+    fout = opened(job.stdout, "wb") if job.stdout else ferr
     cmd = [str(arg) for arg in job.cmd]
     proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env=job.env, cwd=REPO)
     if job.cores is not None:  # before the child's interpreter has started a thread
@@ -174,10 +170,6 @@ def _reaped(procs: list[subprocess.Popen]) -> list[tuple[float, resource.struct_
     return [ended[i] for i in range(len(procs))]
 
 
-def _opened(files: ExitStack, path: Path, mode: str) -> BinaryIO:
-    return files.enter_context(open(path, mode))
-
-
 def git_state() -> str:
     """This checkout's commit, with "+dirty" when `seq2seq/` differs from it."""
     git = ["git", "-C", str(REPO)]
@@ -186,59 +178,78 @@ def git_state() -> str:
     return head.stdout.strip() + ("+dirty" if dirty.returncode else "")
 
 
-def train_ours(out: Path, config: Path, minutes: float, overrides: list[str]) -> dict[str, Any]:
-    """Train `config` (with `overrides`) for `minutes` of wall time into `out` (emptied
-    first); -> its last checkpoint and the CPU seconds others took meanwhile."""
+def training_job(out: Path, config: Path, minutes: float, overrides: list) -> Job:
+    """`scripts/train.py` training `config` (with `overrides`) for `minutes` of wall time
+    into `out`, emptied here; its last checkpoint will be `out/checkpoints/last.ckpt`."""
+    seconds = round(minutes * 60)
+    max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    cmd = [sys.executable, "scripts/train.py", "--config", config, *overrides]
+    cmd += ["--trainer.max_time", max_time, "--trainer.enable_progress_bar", "false"]
+    cmd += ["--trainer.default_root_dir", out]  # its checkpoints/ and CSV log there
+    log(f"training {config.name} for {max_time} (log: {out}/train.log)")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return Job(cmd, out / "train.log", env=child_env(None))
+
+
+def train_ours(out: Path, config: Path, minutes: float, overrides: list) -> dict[str, Any]:
+    """`training_job` run; -> its last checkpoint, wall seconds, peak RSS, others' CPU."""
     job = training_job(out, config, minutes, overrides)
     measured = run_measured(job.cmd, job.log_file, env=job.env)
     return {"checkpoint": out / "checkpoints" / "last.ckpt", **measured}
 
 
-def training_job(out: Path, config: Path, minutes: float, overrides: list[str]) -> Job:
-    """`scripts/train.py` training `config` (with `overrides`) for `minutes` of wall time
-    into `out`, emptied here; its last checkpoint will be `out/checkpoints/last.ckpt`."""
-    seconds = round(minutes * 60)
-    max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    cmd = [sys.executable, "scripts/train.py", "--config", str(config), *overrides]
-    cmd += ["--trainer.max_time", max_time, "--trainer.enable_progress_bar", "false"]
-    cmd += ["--checkpoint.dirpath", out / "checkpoints", "--trainer.default_root_dir", out]
-    cmd += ["--trainer.logger.init_args.save_dir", out]
-    log(f"training ours ({config.name}) for {max_time} (log: {out}/train.log)")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    return Job(cmd, out / "train.log", env={**os.environ, "PYTHONPATH": str(REPO)})
+def translate_child(src: str, hyp: str, options: str, *checkpoints: str) -> None:
+    """In a fresh process: translate `src` into `hyp` on the CPU with one model or an
+    ensemble (`Translator.translate`'s `options`, JSON); print the decoding seconds as
+    JSON, model loading excluded."""
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_checkpoints(checkpoints, device="cpu")
+    sentences = read_lines(Path(src))
+    start = time.perf_counter()
+    hyps = translator.translate(sentences, **json.loads(options))
+    seconds = time.perf_counter() - start
+    write_lines(Path(hyp), hyps)
+    print(json.dumps({"decode_s": seconds}))
 
 
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    """Right-aligned columns, the header first."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+def translated(
+    checkpoints: list[Path], src: Path, out: Path, threads: int | None, **options: Any
+) -> dict[str, Any]:
+    """`checkpoints` (one model, or an ensemble) translating `src` into `out/hyp.en` in a
+    fresh process (`translate_child`); -> its decoding seconds, wall seconds, peak RSS."""
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "_translate", src, out / "hyp.en", json.dumps(options)]
+    env = child_env(threads)
+    measured = run_measured([*cmd, *checkpoints], out / "stderr.log", stdout=out / "out", env=env)
+    return json.loads((out / "out").read_text()) | measured
 
 
-def saved_or_new(run: Path, args: argparse.Namespace, make: Callable[[], dict]) -> dict:
-    """The figures that a former invocation saved in `run` for as many minutes (its code
-    named in them), unless `--retrain`; else `make()`'s, saved there. So the comparison can
-    be made in pieces: `--seeds 1`, then `--seeds 1 2 3` trains only seeds 2 and 3."""
-    return kept(run, args) or saved(run, args, make())
-
-
-def kept(run: Path, args: argparse.Namespace) -> dict | None:
-    """The figures a former invocation saved in `run` for as many minutes, unless `--retrain`."""
+def kept(run: Path, key: dict, retrain: bool = False) -> dict | None:
+    """The figures a former invocation saved in `run/result.json` under the same `key`
+    (the settings they depend on), unless `retrain`; else None."""
     path = run / "result.json"
-    if path.exists() and not args.retrain:
-        result = json.loads(path.read_text())
-        if result["minutes"] == args.minutes:
-            log(f"{run.name}: reusing its run of {args.minutes:g} minutes (code {result['code']})")
-            return result
-    return None
-
-
-def saved(run: Path, args: argparse.Namespace, figures: dict) -> dict:
-    """`figures` with the minutes and the code, saved in `run` for `kept`."""
-    result = figures | {"minutes": args.minutes, "code": args.code}
-    (run / "result.json").write_text(json.dumps(result, default=str))
+    if retrain or not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    if result.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    log(f"{run.name}: kept from a former invocation (code {result.get('code')})")
     return result
+
+
+def save(run: Path, key: dict, figures: dict) -> dict:
+    """`figures` with `key`, saved in `run/result.json` for `kept`."""
+    result = figures | {"key": key}
+    (run / "result.json").write_text(json.dumps(result, default=str))
+    return json.loads(json.dumps(result, default=str))
+
+
+def kept_or_made(run: Path, key: dict, make: Callable[[], dict], retrain: bool = False) -> dict:
+    """`kept`'s figures, else `make()`'s, saved: so that a comparison can be made in
+    pieces (`--seeds 1`, then `--seeds 1 2 3` trains only seeds 2 and 3)."""
+    return kept(run, key, retrain) or save(run, key, make())
 
 
 def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
@@ -257,22 +268,33 @@ def score(hyp_file: Path, refs: list[str]) -> dict[str, Any]:
 
 
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+    """Mean and sample standard deviation (None for a single value), rounded to 2 places."""
+    sd = round(statistics.stdev(values), 2) if len(values) > 1 else None
+    return round(statistics.mean(values), 2), sd
 
 
-def export_baseline(rev: str, work: Path) -> tuple[str, Path]:
-    """This repository's `seq2seq/` and `benchmarks/` at `rev`, extracted under `work`:
-    -> (its short commit, the folder)."""
-    git = ["git", "-C", str(REPO)]
-    commit = subprocess.run(
-        [*git, "rev-parse", "--short", rev], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    root = work / f"baseline-{commit}"
-    if not (root / "seq2seq").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            [*git, "archive", commit, "seq2seq", "benchmarks"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-    return commit, root
+def mean_sd_text(mean: float | None, sd: float | None, signed: bool = False) -> str:
+    if mean is None:
+        return "-"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if sd is None else f"{text} ± {sd:.2f}"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Right-aligned columns, the header first."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def print_json(figures: dict) -> None:
+    """The last line of every benchmark: every figure and setting, one JSON object."""
+    print(json.dumps(figures, default=str))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["_translate"]:
+    translate_child(*sys.argv[2:])

@@ -17,7 +17,6 @@ near tie, which the figure would show). A table, then one JSON line.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,13 +26,12 @@ import sacrebleu
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import MULTI30K, REPO, git_state, log, print_table, read_lines
+from benchmarks import common
 from benchmarks.training_child import StepClock, short_run
 from seq2seq.translator import Translator
 
-CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
+CONFIG = common.REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 PRECISIONS = ["32-true", "bf16-mixed", "16-mixed"]
-LANGS = ("de", "en")
 
 
 def train(precision: str, out: Path, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
@@ -47,7 +45,7 @@ def train(precision: str, out: Path, args: argparse.Namespace) -> tuple[dict[str
     cli.trainer.callbacks.append(clock)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    log(f"training {CONFIG.name} in {precision} on {args.device}: {args.warmup} + {args.steps}")
+    common.log(f"training in {precision} on {args.device}: {args.warmup} + {args.steps} updates")
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     timed = range(args.warmup, len(clock.starts) - 1)  # step i: its start to step i+1's
     seconds = clock.starts[timed.stop] - clock.starts[timed.start]
@@ -59,30 +57,25 @@ def train(precision: str, out: Path, args: argparse.Namespace) -> tuple[dict[str
     return figures | {"peak_mem_mib": peak}, checkpoint
 
 
-def translated(
-    checkpoint: Path, device: str, sources: list[str], beam: int
-) -> tuple[list[str], float]:
-    """The translations of `sources` on `device`, and the decoding seconds."""
+def translated(checkpoint: Path, device: str, sources: list[str], refs: list[str], beam: int):
+    """The translations of `sources` on `device`, their BLEU, and the decoding seconds."""
     translator = Translator.from_checkpoint(checkpoint, device=device)
     start = time.perf_counter()
     outputs = translator.translate(sources, beam_size=beam)
-    return outputs, time.perf_counter() - start
-
-
-def bleu(hyps: list[str], refs: list[str]) -> float:
-    return round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    seconds = time.perf_counter() - start
+    return outputs, round(sacrebleu.corpus_bleu(outputs, [refs]).score, 2), seconds
 
 
 def report(trained: list[dict], decoded: list[dict], figures: dict[str, Any]) -> None:
     header = ["precision", "steps", "tok/s", "peak MiB", "val BLEU (greedy)"]
-    print_table(header, list(map(_trained_row, trained)))
+    common.print_table(header, list(map(_trained_row, trained)))
     print()
     header = ["device", "search", "sent/s", "test BLEU"]
     rows = [[d["device"], d["search"], f"{d['sent_s']:.1f}", f"{d['bleu']}"] for d in decoded]
-    print_table(header, rows)
+    common.print_table(header, rows)
     differ = figures["greedy_lines_differing_cpu_device"]
     print(f"greedy lines that differ between the CPU and {figures['device']}: {differ}")
-    print(json.dumps({"trained": trained, "decoded": decoded} | figures, default=str))
+    common.print_json({"trained": trained, "decoded": decoded} | figures)
 
 
 def _trained_row(t: dict) -> list[str]:
@@ -97,19 +90,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="updates before timing")
     p.add_argument("--steps", type=int, default=300, help="timed updates")
     p.add_argument("--limit", type=int, help="sentences of the validation and test sets")
-    p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "gpu_check")
-    p.add_argument("--data-dir", type=Path, default=MULTI30K)
+    p.add_argument("--work-dir", type=Path, default=common.REPO / ".cache" / "bench" / "gpu_check")
+    p.add_argument("--data-dir", type=Path, default=common.MULTI30K)
     return p.parse_args()
 
 
 def train_each_precision(args: argparse.Namespace) -> tuple[list[dict], list[Path]]:
     """Each precision's figures, with its validation BLEU, and its checkpoint."""
-    sources, refs = (read_lines(args.data_dir / f"val.{lang}.gz", args.limit) for lang in LANGS)
+    sources, refs = (
+        common.read_lines(args.data_dir / f"val.{x}.gz", args.limit) for x in ["de", "en"]
+    )
     trained, checkpoints = [], []
     for precision in args.precisions:
         run, checkpoint = train(precision, args.work_dir / precision, args)
-        hyps, _ = translated(checkpoint, args.device, sources, beam=1)
-        trained.append(run | {"val_bleu": bleu(hyps, refs)})
+        _, bleu, _ = translated(checkpoint, args.device, sources, refs, beam=1)
+        trained.append(run | {"val_bleu": bleu})
         checkpoints.append(checkpoint)
     return trained, checkpoints
 
@@ -118,17 +113,15 @@ def decode_test(checkpoint: Path, args: argparse.Namespace) -> tuple[list[dict],
     """Greedy and beam 5 on the device, greedy on the CPU; -> their figures, and how many
     greedy lines differ between the CPU and the device."""
     test = args.data_dir / "test_2016_flickr"
-    sources, refs = (read_lines(Path(f"{test}.{lang}.gz"), args.limit) for lang in LANGS)
+    sources, refs = (common.read_lines(Path(f"{test}.{x}.gz"), args.limit) for x in ["de", "en"])
     decoded, greedy = [], {}
     for device, beam in dict.fromkeys([(args.device, 1), (args.device, 5), ("cpu", 1)]):
         search = "greedy" if beam == 1 else f"beam {beam}"
-        log(f"decoding test on {device}, {search}")
-        hyps, seconds = translated(checkpoint, device, sources, beam)
-        if beam == 1:
-            greedy[device] = hyps
-        sent_s = len(sources) / seconds
-        decoded.append({"device": device, "search": search, "sent_s": sent_s})
-        decoded[-1]["bleu"] = bleu(hyps, refs)
+        common.log(f"decoding test on {device}, {search}")
+        hyps, bleu, seconds = translated(checkpoint, device, sources, refs, beam)
+        greedy |= {device: hyps} if beam == 1 else {}
+        decoded.append({"device": device, "search": search, "sent_s": len(hyps) / seconds})
+        decoded[-1]["bleu"] = bleu
     pairs = zip(greedy[args.device], greedy["cpu"], strict=True)
     return decoded, sum(a != b for a, b in pairs)
 
@@ -137,7 +130,7 @@ def main() -> None:
     args = parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for the CPU-only parts")
-    figures: dict[str, Any] = {"code": git_state(), "device": args.device}
+    figures: dict[str, Any] = {"code": common.git_state(), "device": args.device}
     if args.device == "cuda":
         figures["device_name"] = torch.cuda.get_device_name()
     trained, checkpoints = train_each_precision(args)

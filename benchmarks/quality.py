@@ -1,41 +1,38 @@
-"""Quality at equal training time, over seeds: ours against JoeyNMT 2.3.0 on Multi30k de→en.
+"""Quality at equal training time over seeds: ours against JoeyNMT 2.3.0 on Multi30k de→en,
+our model's variants, and more ways to decode the runs (averages, ensembles).
 
-    bash benchmarks/quality_vs_joeynmt.sh 30      # what that script runs:
-    python benchmarks/quality.py --minutes 30 --seeds 1 2 3
-    python benchmarks/quality.py --no-joeynmt --seeds 1            # ours alone, one run
+    bash benchmarks/quality_vs_joeynmt.sh 30        # runs: quality.py --minutes 30 --seeds 1 2 3
+    python benchmarks/quality.py --no-joeynmt --seeds 1             # ours alone, one run
+    python benchmarks/quality.py --minutes 10 --no-joeynmt --variants none bahdanau luong ours
+    python benchmarks/quality.py --config configs/multi30k_best.yaml --minutes 45 --no-joeynmt \
+        --variants ours ema --side-by-side --average 5 --ensemble
+    python benchmarks/quality.py --config configs/demo.yaml --test data/demo/test --minutes 10 \
+        --seeds 1 2 3 4 5 --no-joeynmt
 
-Ours trains configs/multi30k_gru_luong_additive.yaml as it is (plateau schedule, early
-stopping) on `--data-dir`, once per seed (`--seed_everything S --data.seed S`). JoeyNMT
-trains the same architecture (embeddings 256, bidirectional GRU encoder 256 per
-direction, GRU decoder 256 with Bahdanau attention, input feeding, bridge; dropout 0.3)
-on the same data and SentencePiece model, with the same loss (label smoothing 0.1, per
-token) and clipping, configured as its users would (`joeynmt_peer.recipe_config`): its
-RNN recipes' Adam 1e-3 with the plateau schedule (patience 5, factor 0.5; its `verbose=`
-argument, which torch 2.13 removed, is patched out of the benchmark's own venv), their
-embedding initialiser N(0, 0.1), its other defaults, validation every 400 updates, and
-the batch size of its recipes that reaches the best validation BLEU: each of
-`--joeynmt-batch-configs` (2,000 tokens, 4,096 tokens, 80 sentences) first trains once
-with the first seed, then the best trains once per other seed (the search's run is the
-first seed's). The seed is its top-level `random_seed`, which seeds batch order and
-dropout; 2.3.0 builds the model before seeding, so its initial weights are the same
-for all. `--joeynmt-matched-batch` also trains, per seed,
-the former configuration: batches of as many real target tokens as ours, a constant
-rate, embeddings N(0, 1); reported apart.
-
-Every run trains for `--minutes` of wall time from its first batch (data preparation
-excluded, validation included); its best checkpoint by validation BLEU decodes
-test_2016_flickr with beam 5 and its own length normalization at alpha 1 (ours: log-prob
-/ length; JoeyNMT: log-prob / ((5 + length) / 6)); sacrebleu scores the detokenized,
-cased output. Output: a table of the runs, a summary per side (mean ± sd over seeds), the
-JoeyNMT batch sizes tried, the signatures, ours - JoeyNMT in mean BLEU against the target,
-then one JSON line. JoeyNMT is installed at run time into `.cache/bench/joeynmt-venv`.
+Ours: `--config` as it is (default the reference, multi30k_gru_luong_additive), once per
+seed (`--seed_everything S --data.seed S`) and `--variants` (`VARIANTS`); with
+`--side-by-side` a seed's variants train at once, one thread on a core of its own each,
+so that all get the same machine for the same minutes. JoeyNMT: the same architecture,
+data and SentencePiece model as its users configure it (`joeynmt_peer.recipe_config`),
+with the batch size of its recipes that reaches the best validation BLEU (each trains
+once with the first seed, the best then once per other seed). Every run trains for
+`--minutes` from its first batch, validation included; its best checkpoint by
+validation BLEU decodes `--test` with beam 5 in a fresh process (each tool's own length
+normalization at alpha 1), `--average K` also each run's K best averaged, `--ensemble`
+each variant's seeds as one ensemble; sacrebleu scores the detokenized, cased output.
+Runs finished with the same settings are kept in `--work-dir` and reused. Output: the
+runs, each kind of decoding's mean ± sd over seeds (paired with the first), validation
+BLEU at equal updates, ours - JoeyNMT and each ensemble against its members, one JSON line.
 """
 
 import argparse
+import csv
+import os
 import re
 import shutil
+import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,279 +41,428 @@ import sentencepiece as spm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (
-    MULTI30K,
-    REPO,
-    child_env,
-    git_state,
-    log,
-    run_measured,
-    saved_or_new,
-    score,
-    train_ours,
-    write_test_set,
-)
-from benchmarks.joeynmt_peer import (
-    RECIPE_BATCHES,
-    batch_label,
-    batch_setting,
-    corpus_lengths,
-    decode_joeynmt,
-    ensure_joeynmt,
-    joey_config,
-    logged_tokens_per_sec,
-    ours_real_tgt_tokens_per_update,
-    patch_plateau,
-    prepare_joeynmt,
-    real_tgt_tokens_per_update,
-    recipe_config,
-    train_joeynmt,
-    validation_bleu,
-    write_joeynmt_data,
-)
-from benchmarks.quality_report import THROUGHPUT, report
+from benchmarks import common
+from benchmarks import joeynmt_peer as peer
+from seq2seq.batching import TokenBatchSampler, example_cost
 from seq2seq.checkpoint import run_checkpoints
 
-CONFIG = REPO / "configs" / "multi30k_gru_luong_additive.yaml"
+CONFIG = common.REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 BEAM = 5
+JOEY_TEST_BATCH = 64  # sentences: its default
+TARGET_GAIN = 2.0  # BLEU points of ours over JoeyNMT, in means over seeds
+OWN_SCORE = ["--model.attention_score", "null"]  # the attention's own default score
+VARIANTS = {  # name -> options over the config
+    "ours": [],  # the config as it is
+    "none": ["--model.attention", "none", *OWN_SCORE],  # a fixed context (Cho et al., 2014)
+    "bahdanau": ["--model.attention", "bahdanau", *OWN_SCORE],  # RNNsearch, additive scores
+    "luong": ["--model.attention", "luong", *OWN_SCORE],  # input feeding, general scores
+    "ema": ["--model.ema_decay", "0.999"],  # the weights' moving average validated and kept
+}
+THROUGHPUT = (
+    "tgt tok/s: real target tokens (EOS included; updates x the mean per batch over an epoch "
+    "of each side's batching) / training wall time, validation included (ours: Lightning's "
+    "Timer, both as of the last save of last.ckpt; JoeyNMT: its first epoch to its exit). "
+    'log tok/s: the median of JoeyNMT\'s logged "Tokens per Sec" (the same tokens, validation '
+    "excluded); ours logs none."
+)
+JOEY_NOTE = "JoeyNMT: verbose= dropped from its ReduceLROnPlateau call in its venv (torch 2.13)"
 
 
 @dataclass
 class Shared:
-    """From ours' first run: our hyperparameters, SentencePiece model, training lengths."""
+    """From ours' first run: our hyperparameters, SentencePiece model, training data."""
 
     hp: dict
     data_hp: dict
     spm_file: Path
+    data_dir: Path  # its train.{de,en}[.gz] and val.{de,en}[.gz]
     lengths: np.ndarray  # (N, 2) source and target pieces of the training pairs kept
 
 
-@dataclass
-class Peer:
-    """What every JoeyNMT run shares: its venv's python, the vocabulary, matched batches."""
-
-    python: Path
-    voc_file: Path
-    batching: dict | None  # with --joeynmt-matched-batch
+# -- training ---------------------------------------------------------------------------------
 
 
-def train_and_decode_ours(
-    work: Path, src: Path, seed: int, args: argparse.Namespace, side: str = "ours", extra=()
-) -> dict:
-    """Ours trained with `seed` (and the `extra` options, as `side`), its best checkpoint
-    decoding `src` with beam 5."""
-    run = work / "runs" / f"{side}-seed{seed}"
-    train = _train_and_decode_ours
-    return saved_or_new(run, args, lambda: train(run, src, seed, args, side, extra))
+def ours_options(variant: str, seed: int, args: argparse.Namespace) -> list[str]:
+    """`scripts/train.py` options of a run of `variant` with `seed`."""
+    options = ["--data.test", "null", "--seed_everything", str(seed)]
+    options += ["--data.seed", str(seed)]
+    if args.average:
+        options += ["--checkpoint.save_top_k", str(args.average)]
+    return options + VARIANTS[variant]
 
 
-def _train_and_decode_ours(
-    run: Path, src: Path, seed: int, args: argparse.Namespace, side: str, extra
-) -> dict:
-    data = ["--data.train", args.data_dir / "train", "--data.val", args.data_dir / "val"]
-    overrides = [*data, "--data.test", "null", "--seed_everything", seed, "--data.seed", seed]
-    trained = train_ours(run, CONFIG, args.minutes, [*overrides, *extra])
-    bests = list((run / "checkpoints").glob("best-*.ckpt"))
-    best = run_checkpoints(run / "checkpoints", 1, None)[0] if bests else trained["checkpoint"]
+def train_ours_seed(work: Path, seed: int, args: argparse.Namespace) -> list[dict]:
+    """Each of `--variants` trained with `seed`, or kept from a former invocation; with
+    `--side-by-side` all at once, one core and one thread each (all again if one is missing)."""
+    runs = {v: work / "runs" / f"{args.config.stem}-{v}-seed{seed}" for v in args.variants}
+    keys = {v: {"minutes": args.minutes, "config": args.config} for v in runs}
+    keys = {v: key | {"options": ours_options(v, seed, args)} for v, key in keys.items()}
+    found = {v: common.kept(runs[v], keys[v], args.retrain) for v in runs}
+    todo = [v for v in runs if found[v] is None]
+    if args.side_by_side and todo:
+        todo, cores = list(runs), sorted(os.sched_getaffinity(0))[: len(runs)]
+        if len(cores) < len(runs):
+            raise SystemExit(f"--side-by-side needs a CPU core for each of the {len(runs)} runs")
+        jobs = [
+            common.training_job(runs[v], args.config, args.minutes, keys[v]["options"])
+            for v in todo
+        ]
+        pinned = [
+            replace(j, env=common.child_env(1), cores={c}) for j, c in zip(jobs, cores, strict=True)
+        ]
+        measured = common.run_together(pinned)
+    else:
+        measured = [
+            common.train_ours(runs[v], args.config, args.minutes, keys[v]["options"]) for v in todo
+        ]
+    for v, m in zip(todo, measured, strict=True):
+        found[v] = common.save(runs[v], keys[v], described(runs[v], v, seed, m, args))
+    return [found[v] for v in runs]
+
+
+def described(run: Path, variant: str, seed: int, measured: dict, args) -> dict[str, Any]:
+    """A finished run of ours: its figures, and its best checkpoint (the last if it never
+    validated)."""
+    # as of its last save: the time limit stops a run between saves
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    validated = any((run / "checkpoints").glob("best-*.ckpt"))
+    best = run_checkpoints(run / "checkpoints", 1, None)[0] if validated else None
+    best = best or run / "checkpoints" / "last.ckpt"
     val_bleu = re.search(r"-bleu([\d.]+)\.ckpt$", best.name)
-    last = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
-    cmd = [sys.executable, "scripts/translate.py", "--checkpoint", best, "--input", src]
-    cmd += ["--output", run / "test.hyp.en", "--beam-size", BEAM]
-    log(f"decoding test with ours ({best.name}), beam {BEAM}")
-    run_measured(cmd, run / "translate.log", env=child_env(args.threads, ours=True))
     return {
-        "side": side,
-        "config": CONFIG.stem,
+        "side": variant,
+        "config": args.config.stem,
         "seed": seed,
-        "updates": last["global_step"],
+        "updates": logged_updates(run),
         "val_bleu": float(val_bleu[1]) if val_bleu else None,
+        # the throughput's: updates and Lightning's Timer as of the save, taken together
+        "timed_updates": last["global_step"],
         "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
-        "train_peak_rss_mib": round(trained["peak_rss_mib"]),
-        "others_cpu_s": trained["others_cpu_s"],
+        "train_peak_rss_mib": round(measured["peak_rss_mib"]),
+        "others_cpu_s": measured["others_cpu_s"],
         "checkpoint": str(best),
-        "hyp": str(run / "test.hyp.en"),
+        "code": args.code,
     }
 
 
-def load_shared(work: Path, checkpoint: str, data_dir: Path) -> Shared:
-    """Our hyperparameters and SentencePiece model (joint) from a checkpoint of ours."""
+def load_shared(work: Path, checkpoint: str) -> Shared:
+    """Our hyperparameters, SentencePiece model(s) and training data from a checkpoint of
+    ours (its config's data: multi30k's in data/multi30k/, the demo's in data/demo/)."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    spm_file = work / "spm.model"
-    spm_file.write_bytes(ckpt["tokenizer"]["src"])
-    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
+    processors = []
+    for side in ("src", "tgt"):
+        (work / f"spm.{side}.model").write_bytes(ckpt["tokenizer"][side])
+        processors.append(spm.SentencePieceProcessor(model_file=str(work / f"spm.{side}.model")))
     data_hp = ckpt["datamodule_hyper_parameters"]
-    lengths = corpus_lengths(sp, data_dir / "train", data_hp["max_len"])
-    return Shared(ckpt["hyper_parameters"], data_hp, spm_file, lengths)
+    data_dir = (common.REPO / data_hp["train"]).parent  # train and val
+    lengths = peer.corpus_lengths(*processors, data_dir / "train", data_hp["max_len"])
+    spm_file = work / "spm.src.model"
+    return Shared(ckpt["hyper_parameters"], data_hp, spm_file, data_dir, lengths)
 
 
-def prepare_peer(work: Path, shared: Shared, args: argparse.Namespace) -> tuple[Peer, str]:
-    """JoeyNMT installed, its plateau schedule patched, its data written; -> also a note."""
-    python = ensure_joeynmt()
-    builders = patch_plateau()
-    note = f"JoeyNMT: verbose= dropped from its ReduceLROnPlateau call in {builders} (torch 2.13)"
+def ours_tgt_tok_s(run: dict, shared: Shared) -> int:
+    """Real target tokens (EOS included) per second of training: updates x the mean per
+    batch over an epoch of our batching / training seconds, both as of last.ckpt's save."""
+    costs = example_cost(shared.lengths[:, 0], shared.lengths[:, 1])
+    sampler = TokenBatchSampler(costs, shared.data_hp["max_tokens"], seed=run["seed"])
+    per_update = (shared.lengths[:, 1] + 1).sum() / len(sampler)
+    return round(run["timed_updates"] * per_update / run["train_s"])
+
+
+def train_joeynmt_runs(
+    python: Path, work: Path, shared: Shared, args: argparse.Namespace
+) -> tuple[list[dict], list[dict], str]:
+    """JoeyNMT's run of each seed with the batch size chosen, the runs of the search (none
+    when one batch size is given), and the batch size chosen."""
     sp = spm.SentencePieceProcessor(model_file=str(shared.spm_file))
-    if args.joeynmt_matched_batch:
-        voc_file, batching = prepare_joeynmt(args.data_dir, sp, work, shared.data_hp)
-        return Peer(python, voc_file, batching), note
-    return Peer(python, write_joeynmt_data(args.data_dir, sp, work), None), note
+    voc = peer.write_joeynmt_data(shared.data_dir, sp, work)
+
+    def trained(batch: tuple[int, str], seed: int, name: str) -> dict:
+        cfg = peer.recipe_config(shared.hp, shared.data_hp, work, shared.spm_file, voc, batch)
+        run, key = work / "runs" / name, {"minutes": args.minutes, "batch": peer.batch_label(batch)}
+
+        def make() -> dict:
+            return joeynmt_run(python, cfg, run, seed, shared, args)
+
+        return common.kept_or_made(run, key, make, args.retrain)
+
+    batches, first, tried = args.joeynmt_batch_configs, args.seeds[0], []
+    if len(batches) > 1:
+        tried = [trained(b, first, f"search-joeynmt-{peer.batch_label(b)}") for b in batches]
+    scores = [-1.0 if t["val_bleu"] is None else t["val_bleu"] for t in tried]
+    chosen = peer.batch_label(batches[scores.index(max(scores))] if tried else batches[0])
+    searched = {first: tried[scores.index(max(scores))]} if tried else {}
+    runs = [
+        searched.get(seed)
+        or trained(peer.batch_setting(chosen), seed, f"joeynmt-{chosen}-seed{seed}")
+        for seed in args.seeds
+    ]
+    return runs, tried, chosen
 
 
-def train_joeynmt_run(
-    peer: Peer, shared: Shared, cfg: dict, run: Path, seed: int, args: argparse.Namespace
-) -> dict:
-    """`cfg` trained into `run/joeynmt` with `seed` (or saved there); -> its figures, its
-    model folder."""
-    return saved_or_new(run, args, lambda: _train_joeynmt_run(peer, shared, cfg, run, seed, args))
-
-
-def _train_joeynmt_run(
-    peer: Peer, shared: Shared, cfg: dict, run: Path, seed: int, args: argparse.Namespace
-) -> dict:
-    shutil.rmtree(run / "joeynmt", ignore_errors=True)
+def joeynmt_run(python: Path, cfg: dict, run: Path, seed: int, shared: Shared, args) -> dict:
+    """`cfg` trained into `run/joeynmt` with `seed`; -> its figures."""
+    shutil.rmtree(run, ignore_errors=True)
     (run / "joeynmt").mkdir(parents=True)
     cfg = cfg | {"model_dir": str(run / "joeynmt" / "model"), "random_seed": seed}
-    trained = train_joeynmt(peer.python, cfg, run, args.minutes)
-    training = cfg["training"]
-    per_update = real_tgt_tokens_per_update(
-        shared.lengths, training["batch_size"], training["batch_type"]
-    )
+    trained = peer.train_joeynmt(python, cfg, run, args.minutes)
+    batch = (cfg["training"]["batch_size"], cfg["training"]["batch_type"])
+    per_update = peer.real_tgt_tokens_per_update(shared.lengths, *batch)
     train_s = trained["minutes"] * 60
-    scores = validation_bleu(Path(cfg["model_dir"]))
-    log_text = (run / "joeynmt" / "train.log").read_text(errors="replace")
+    rates = peer.logged_rates((run / "joeynmt" / "train.log").read_text(errors="replace"))
     return {
+        "side": "joeynmt",
+        "config": peer.batch_label(batch),
         "seed": seed,
         "updates": trained["steps"],
-        "val_bleu": max(scores, default=None),
+        "val_bleu": max(peer.validation_bleu(Path(cfg["model_dir"])), default=None),
         "train_s": round(train_s, 1),
         "train_peak_rss_mib": round(trained["peak_rss_mib"]),
         "others_cpu_s": trained["others_cpu_s"],
         "tgt_tok_s": round(trained["steps"] * per_update / train_s),
-        "log_tok_s": logged_tokens_per_sec(log_text),
+        "log_tok_s": statistics.median(rates) if rates else None,
         "model_dir": cfg["model_dir"],
+        "code": args.code,
     }
 
 
-def decode_joeynmt_run(peer: Peer, result: dict, src: Path, batch: int, threads: int) -> dict:
-    """The run's best checkpoint (the latest if it never validated) decoding `src` with
-    beam 5, `batch` sentences at a time."""
-    model_dir = Path(result["model_dir"])
-    out = model_dir.parent / "decode"
-    out.mkdir(exist_ok=True)
-    best = model_dir / "best.ckpt"
-    checkpoint = best if best.exists() else (model_dir / "latest.ckpt").resolve()
-    log(f"decoding test with JoeyNMT ({checkpoint}), beam {BEAM}")
-    decode_joeynmt(peer.python, model_dir, src, out, BEAM, batch, threads, checkpoint="best")
-    return result | {"checkpoint": str(checkpoint), "hyp": out / "hyp.en"}
+# -- decoding ---------------------------------------------------------------------------------
 
 
-def search_batch(
-    peer: Peer, shared: Shared, work: Path, args: argparse.Namespace
-) -> tuple[tuple[int, str], list[dict]]:
-    """The recipe batch with the best validation BLEU, each trained once with the first
-    seed; -> (the chosen batch, the figures of those tried; none when only one is given)."""
-    batches = args.joeynmt_batch_configs
-    if len(batches) == 1:
-        return batches[0], []
-    tried = []
-    for batch in batches:
-        cfg = recipe_config(shared.hp, shared.data_hp, work, shared.spm_file, peer.voc_file, batch)
-        run = work / "runs" / f"search-joeynmt-{batch_label(batch)}"
-        result = train_joeynmt_run(peer, shared, cfg, run, args.seeds[0], args)
-        tried.append({"side": "joeynmt", "config": batch_label(batch)} | result)
-        log(f"JoeyNMT {batch_label(batch)}: best validation BLEU {result['val_bleu']}")
-    scores = [-1.0 if t["val_bleu"] is None else t["val_bleu"] for t in tried]
-    return batches[scores.index(max(scores))], tried
+def decode_all(runs: list[dict], work: Path, args, python: Path | None, figures: dict) -> list:
+    """Every decoding of the test set: each run's best checkpoint (and its K best averaged),
+    then each variant's over seeds as one ensemble; the signatures go to `figures`."""
+    src, refs = common.write_test_set(work, args.test)
+    decodings, members = [], {}
+
+    def scored(decoding: dict, hyp: Path) -> None:
+        scores = common.score(hyp, refs)
+        figures["bleu_signature"] = scores.pop("bleu_signature")
+        figures["chrf_signature"] = scores.pop("chrf_signature")
+        decodings.append(decoding | scores)
+        common.log(f"{decoding['side']} {decoding['kind']} seed {decoding['seed']}: {scores}")
+
+    for run in runs:
+        side, seed = run["side"], run["seed"]
+        if side == "joeynmt":
+            out, model_dir = work / "decode" / f"joeynmt-seed{seed}", Path(run["model_dir"])
+            threads, batch = args.threads, JOEY_TEST_BATCH
+            found = peer.decode_joeynmt(python, model_dir, src, out, BEAM, batch, threads, "best")
+            scored({"side": side, "kind": "best", "seed": seed, **found}, out / "hyp.en")
+            continue
+        models = {"best": Path(run["checkpoint"])}
+        if args.average:
+            models[f"average{args.average}"] = averaged(Path(run["checkpoint"]).parent, args)
+        for kind, checkpoint in models.items():
+            out = work / "decode" / f"{args.config.stem}-{side}-{kind}-seed{seed}"
+            found = common.translated([checkpoint], src, out, args.threads, beam_size=BEAM)
+            scored({"side": side, "kind": kind, "seed": seed, **found}, out / "hyp.en")
+            members.setdefault((side, kind), []).append(checkpoint)
+    for (side, kind), checkpoints in members.items() if args.ensemble else []:
+        if len(checkpoints) > 1:
+            ensemble = "ensemble" + ("" if kind == "best" else f"-{kind}")
+            out = work / "decode" / f"{args.config.stem}-{side}-{ensemble}"
+            found = common.translated(checkpoints, src, out, args.threads, beam_size=BEAM)
+            decoding = {"side": side, "kind": ensemble, "seed": None, "members": f"{side} {kind}"}
+            scored(decoding | found, out / "hyp.en")
+    return decodings
 
 
-def joeynmt_configs(
-    peer: Peer, shared: Shared, work: Path, batch: tuple[int, str]
-) -> list[tuple[str, str, dict]]:
-    """(side, config label, config) of each JoeyNMT configuration to train per seed."""
-    paths = (work, shared.spm_file, peer.voc_file)
-    recipe = recipe_config(shared.hp, shared.data_hp, *paths, batch)
-    configs = [("joeynmt", batch_label(batch), recipe)]
-    if peer.batching is not None:
-        matched = joey_config(shared.hp, shared.data_hp, *paths, peer.batching)
-        configs.append(("joeynmt-matched", "matched", matched))
-    return configs
+def averaged(checkpoints: Path, args: argparse.Namespace) -> Path:
+    """The mean weights of the `--average` best checkpoints in `checkpoints`, beside them."""
+    output = checkpoints.parent / f"average{args.average}.ckpt"
+    cmd = [sys.executable, "scripts/average_checkpoints.py", "--run-dir", checkpoints]
+    cmd += ["--best", args.average, "--output", output]
+    common.run_measured(cmd, checkpoints.parent / "average.log", env=common.child_env(args.threads))
+    return output
 
 
-def scored(run: dict, refs: list[str], figures: dict) -> dict:
-    """`run` with the BLEU and chrF of its hypotheses; their signatures go to `figures`."""
-    scores = score(Path(run.pop("hyp")), refs)
-    for key in ("bleu_signature", "chrf_signature"):
-        figures[key] = scores.pop(key)
-    name = f"{run['side']} {run['config']} seed {run['seed']}"
-    log(f"{name}: {run['updates']} updates, test BLEU {scores['bleu']}, chrF {scores['chrf']}")
-    return run | scores
+# -- report -----------------------------------------------------------------------------------
+
+
+def summarize(decodings: list[dict]) -> dict[str, dict]:
+    """Per kind of decoding ("side kind"): their count, BLEU and chrF mean and sd, mean
+    decoding seconds, and the BLEU difference with the first kind's decodings of the same
+    seeds (paired; mean and sd); an ensemble's BLEU over its members' mean and its
+    decoding time over theirs."""
+    groups: dict[str, list[dict]] = {}
+    for d in decodings:
+        groups.setdefault(f"{d['side']} {d['kind']}", []).append(d)
+    first = {d["seed"]: d["bleu"] for d in next(iter(groups.values()))}
+    summary: dict[str, dict] = {}
+    for name, mine in groups.items():
+        s: dict[str, Any] = {"n": len(mine)}
+        s["decode_s_mean"] = round(statistics.mean(d["decode_s"] for d in mine), 2)
+        for key in ("bleu", "chrf"):
+            s[f"{key}_mean"], s[f"{key}_sd"] = common.mean_sd([d[key] for d in mine])
+        paired = [d["bleu"] - first[d["seed"]] for d in mine if d["seed"] in first]
+        if summary and paired:
+            s["minus_first_mean"], s["minus_first_sd"] = common.mean_sd(paired)
+        if "members" in mine[0]:
+            members = summary[mine[0]["members"]]
+            s["gain_over_members"] = round(mine[0]["bleu"] - members["bleu_mean"], 2)
+            s["slowdown"] = round(mine[0]["decode_s"] / members["decode_s_mean"], 2)
+        summary[name] = s
+    return summary
+
+
+def validation_at(trained: list[dict]) -> dict[str, Any]:
+    """Each run's validation BLEU at the earliest of the runs' last validations (its last
+    validation at or before it, from its CSV log), and per side their count, mean and sd;
+    a run that had not validated by then counts in none."""
+    logs = {id(t): _validations(Path(t["checkpoint"]).parents[1]) for t in trained}
+    updates = min((max(steps) for steps in logs.values() if steps), default=0)
+    by_side: dict[str, list[float]] = {}
+    for t in trained:
+        before = [bleu for step, bleu in logs[id(t)].items() if step <= updates]
+        t["val_bleu_at_equal_updates"] = round(before[-1], 2) if before else None
+        by_side.setdefault(t["side"], []).extend(before[-1:])
+    found: dict[str, Any] = {"updates": updates}
+    for side, scores in by_side.items():
+        if scores:
+            found[side] = dict(zip(("mean", "sd"), common.mean_sd(scores), strict=True))
+            found[side]["n"] = len(scores)
+    return found
+
+
+def logged_updates(run: Path) -> int:
+    """The updates a run of ours made, from its CSV log (last.ckpt holds those of its last
+    save; a validation that improves nothing saves none). The run validates at the batch
+    it stops on (time limit, early stopping, last epoch), which Lightning logs at `step`
+    = the updates before that batch."""
+    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"))
+    with open(logs[-1]) as f:
+        return max(int(row["step"]) for row in csv.DictReader(f)) + 1
+
+
+def _validations(run: Path) -> dict[int, float]:
+    """update -> validation BLEU, in order, from the run's CSV log."""
+    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"))
+    if not logs:
+        return {}
+    with open(logs[-1]) as f:
+        return {int(r["step"]): float(r["val_bleu"]) for r in csv.DictReader(f) if r["val_bleu"]}
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _run_row(run: dict, scores: dict) -> list[str]:
+    head = [run["side"], run["config"], str(run["seed"]), str(run["updates"])]
+    figures = [_cell(run["val_bleu"]), _cell(scores["bleu"]), _cell(scores["chrf"])]
+    figures += [str(run["train_peak_rss_mib"]), str(run["tgt_tok_s"])]
+    figures += [_cell(run.get("log_tok_s"), 0), _cell(run["others_cpu_s"], 0)]
+    return [*head, *figures, run["code"], _cell(run.get("val_bleu_at_equal_updates"))]
+
+
+def _summary_row(name: str, s: dict) -> list[str]:
+    scores = [common.mean_sd_text(s[f"{k}_mean"], s[f"{k}_sd"]) for k in ("bleu", "chrf")]
+    paired = common.mean_sd_text(s.get("minus_first_mean"), s.get("minus_first_sd"), signed=True)
+    training = [str(s.get("tgt_tok_s_mean", "-")), str(s.get("train_peak_rss_mib_mean", "-"))]
+    return [name, str(s["n"]), *scores, _cell(s["decode_s_mean"], 1), paired, *training]
+
+
+def report(runs: list[dict], decodings: list[dict], tried: list[dict], figures: dict) -> None:
+    """The tables and the verdicts; then one JSON line."""
+    at_equal = validation_at([r for r in runs if r["side"] != "joeynmt"])
+    best = {(d["side"], d["seed"]): d for d in decodings if d["kind"] == "best"}
+    header = ["side", "config", "seed", "updates", "val BLEU", "test BLEU", "chrF"]
+    header += ["train RSS MiB", "tgt tok/s", "log tok/s", "others CPU s", "code"]
+    header += [f"val BLEU at {at_equal['updates']} updates"]
+    common.print_table(header, [_run_row(r, best[r["side"], r["seed"]]) for r in runs])
+    print(THROUGHPUT)
+    summary = summarize(decodings)
+    for side in dict.fromkeys(r["side"] for r in runs):
+        mine = [r for r in runs if r["side"] == side]
+        for key in ("tgt_tok_s", "train_peak_rss_mib"):
+            summary[f"{side} best"][f"{key}_mean"] = round(statistics.mean(r[key] for r in mine))
+    header = ["decoding", "n", "test BLEU", "chrF", "decode s", "BLEU - first (paired)"]
+    rows = [_summary_row(name, s) for name, s in summary.items()]
+    common.print_table([*header, "tgt tok/s", "train RSS MiB"], rows)
+    for side, f in at_equal.items():
+        if side != "updates":
+            equal = f"{common.mean_sd_text(f['mean'], f['sd'])} ({f['n']} runs)"
+            print(f"{side}: validation BLEU at {at_equal['updates']} updates {equal}")
+    for t in tried:
+        chosen = " (chosen)" * (t["config"] == figures["joeynmt_batch"])
+        print(f"JoeyNMT {t['config']} tried, seed {t['seed']}: val BLEU {t['val_bleu']}{chosen}")
+    print(f"BLEU signature: {figures['bleu_signature']}")
+    print(f"chrF signature: {figures['chrf_signature']}")
+    figures |= {"runs": runs, "decodings": decodings, "summary": summary}
+    figures |= {"at_equal_updates": at_equal, "joeynmt_batch_search": tried}
+    if "joeynmt best" in summary:
+        ours, joey = summary[f"{runs[0]['side']} best"], summary["joeynmt best"]
+        gain = round(ours["bleu_mean"] - joey["bleu_mean"], 2)
+        rss = [ours["train_peak_rss_mib_mean"], joey["train_peak_rss_mib_mean"]]
+        figures |= {"bleu_gain": gain, "target_met": gain >= TARGET_GAIN}
+        figures["rss_target_met"] = rss[0] <= rss[1]
+        print(JOEY_NOTE)
+        met = common.verdict(figures["target_met"])
+        print(f"ours - JoeyNMT: {gain:+.2f} BLEU in means (target +{TARGET_GAIN:g}): {met}")
+        met = common.verdict(figures["rss_target_met"])
+        print(f"peak training RSS, means: ours {rss[0]} vs JoeyNMT {rss[1]} MiB: {met}")
+    for d in (d for d in decodings if "members" in d):
+        s = summary[f"{d['side']} {d['kind']}"]
+        gain, slowdown = s["gain_over_members"], s["slowdown"]
+        print(f"{d['side']} {d['kind']}: {gain:+.2f} BLEU over its members' mean, x{slowdown} time")
+    common.print_json(figures)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=30.0, help="training time of each run")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run per seed")
-    p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "quality")
-    p.add_argument("--data-dir", type=Path, default=MULTI30K)
+    p.add_argument("--config", type=Path, default=CONFIG, help="ours (default the reference)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=["ours"],
+        help="ours: the config as it is; the others: see VARIANTS (default ours)",
+    )
+    p.add_argument("--side-by-side", action="store_true", help="a seed's variants at once")
+    p.add_argument("--average", type=int, default=0, metavar="K", help="decode K best averaged")
+    p.add_argument("--ensemble", action="store_true", help="decode each variant's seeds together")
+    test = common.MULTI30K / "test_2016_flickr"
+    p.add_argument("--test", type=Path, default=test, help="its PREFIX.de and PREFIX.en[.gz]")
+    p.add_argument("--work-dir", type=Path, default=common.REPO / ".cache" / "bench" / "quality")
     p.add_argument("--no-joeynmt", action="store_true", help="train and score ours only")
     p.add_argument(
         "--joeynmt-batch-configs",
-        type=batch_setting,
+        type=peer.batch_setting,
         nargs="+",
-        default=[batch_setting(b) for b in RECIPE_BATCHES],
+        default=[peer.batch_setting(b) for b in peer.RECIPE_BATCHES],
         metavar="N[tok|sent]",
-        help="JoeyNMT batch sizes to try (the best by validation BLEU trains per seed; "
-        f"one given: no search); default {' '.join(RECIPE_BATCHES)}",
+        help=f"JoeyNMT's batch sizes to try (one: no search); default {peer.RECIPE_BATCHES}",
     )
-    p.add_argument(
-        "--joeynmt-matched-batch",
-        action="store_true",
-        help="also train JoeyNMT per seed in the former configuration: batches of as many "
-        "real target tokens as ours, a constant rate (reported as joeynmt-matched)",
-    )
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train every run anew (by default a run whose result.json is in --work-dir for "
-        "as many minutes is reused, whatever code made it: its commit is in the table)",
-    )
-    p.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="threads for decoding"
-    )
-    return p.parse_args()
-
-
-def with_ours_throughput(run: dict, shared: Shared) -> dict:
-    """`run` of ours with its real target tokens per second of training."""
-    max_tokens = shared.data_hp["max_tokens"]
-    per_update = ours_real_tgt_tokens_per_update(shared.lengths, max_tokens, run["seed"])
-    return run | {"tgt_tok_s": round(run["updates"] * per_update / run["train_s"])}
+    p.add_argument("--retrain", action="store_true", help="train anew, not reusing kept runs")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="for decoding")
+    args = p.parse_args()
+    if args.side_by_side and len(args.variants) < 2:
+        p.error("--side-by-side trains several --variants at once")
+    return args
 
 
 def main() -> None:
     args = parse_args()
-    args.code = git_state()  # the code that runs, before any edit meanwhile
+    args.code = common.git_state()  # the code that runs, before any edit meanwhile
+    args.config, args.test = args.config.resolve(), args.test.resolve()
     work = args.work_dir.resolve()
-    src, refs = write_test_set(work, args.data_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    runs = [run for seed in args.seeds for run in train_ours_seed(work, seed, args)]
+    shared = load_shared(work, runs[0]["checkpoint"])
+    runs = [run | {"tgt_tok_s": ours_tgt_tok_s(run, shared)} for run in runs]
     figures: dict[str, Any] = {"minutes": args.minutes, "seeds": args.seeds, "beam": BEAM}
-    runs = [train_and_decode_ours(work, src, seed, args) for seed in args.seeds]
-    shared = load_shared(work, runs[0]["checkpoint"], args.data_dir)
-    runs = [scored(with_ours_throughput(run, shared), refs, figures) for run in runs]
-    tried = []
+    figures |= {"config": args.config.stem, "variants": args.variants, "code": args.code}
+    figures |= {"average": args.average, "side_by_side": args.side_by_side}
+    python, tried = None, []
     if not args.no_joeynmt:
-        peer, figures["joeynmt_note"] = prepare_peer(work, shared, args)
-        batch, tried = search_batch(peer, shared, work, args)
-        figures["joeynmt_batch"] = batch_label(batch)
-        searched = {(t["side"], t["config"], t["seed"]): t for t in tried}
-        for side, label, cfg in joeynmt_configs(peer, shared, work, batch):
-            batch_sentences = cfg["testing"].get("batch_size", 64)  # its default
-            for seed in args.seeds:
-                run_dir = work / "runs" / f"{side}-{label}-seed{seed}"
-                run = searched.get((side, label, seed))  # the search's run of this seed
-                if run is None:
-                    run = train_joeynmt_run(peer, shared, cfg, run_dir, seed, args)
-                run = decode_joeynmt_run(peer, run, src, batch_sentences, args.threads)
-                runs.append(scored({"side": side, "config": label} | run, refs, figures))
-    report(runs, tried, figures | {"throughput": THROUGHPUT, "code": args.code})
+        python = peer.ensure_joeynmt()
+        joey, tried, figures["joeynmt_batch"] = train_joeynmt_runs(python, work, shared, args)
+        runs += joey
+    decodings = decode_all(runs, work, args, python, figures)
+    report(runs, decodings, tried, figures | {"throughput": THROUGHPUT})
 
 
 if __name__ == "__main__":

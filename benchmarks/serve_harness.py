@@ -18,18 +18,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, status_mib
+from benchmarks import common
 
-SERVE = REPO / "scripts" / "serve.py"
-
-
-# -- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+Result = tuple[float, int, str] | None  # (latency s, HTTP status, text); None: not sent
 
 
 @contextmanager
@@ -39,15 +30,21 @@ def running_server(
     """scripts/serve.py (with the `extra` options) on a free loopback port until the block
     ends, then SIGTERM; yields {"port", "pid"}, to which "exit_code" is added once it has
     stopped."""
-    port = free_port()
-    cmd = [sys.executable, SERVE, "--checkpoint", ckpt, "--port", port, "--device", "cpu"]
-    cmd += ["--log-level", "warning", "--max-queue", "4096", "--timeout", "60"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "scripts/serve.py", "--checkpoint", ckpt, "--port", port]
+    cmd += ["--device", "cpu", "--log-level", "warning", "--max-queue", "4096", "--timeout", "60"]
     cmd += ([] if batching else ["--no-batching"]) + extra
     with open(log_file, "wb") as stderr:
-        process = subprocess.Popen([str(a) for a in cmd], stderr=stderr, env=env, cwd=REPO)
+        process = subprocess.Popen([str(a) for a in cmd], stderr=stderr, env=env, cwd=common.REPO)
     server = {"port": port, "pid": process.pid}
     try:
-        wait_healthy(port, process, log_file)
+        deadline = time.monotonic() + 300
+        while not _healthy(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{log_file.read_text()[-3000:]}")
+            time.sleep(0.2)
         yield server
     finally:
         process.send_signal(signal.SIGTERM)
@@ -58,31 +55,18 @@ def running_server(
             server["exit_code"] = "killed"
 
 
-def wait_healthy(port: int, process: subprocess.Popen, log_file: Path) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log_file.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the server did not become healthy within 300 s")
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def health(port: int) -> dict[str, Any]:
+    """The server's /health: its counts of decoded sentences and batches among them."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
         return json.load(response)
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """The process's current (VmRSS) and peak (VmHWM) resident memory."""
-    return status_mib(pid, ("VmRSS", "VmHWM"))
-
-
-# -- the clients -----------------------------------------------------------------------------
 
 
 class Client:
@@ -110,10 +94,10 @@ class Client:
 
 def replay(
     port: int, sentences: list[str], options: dict, clients: int, total: int, seconds: float
-) -> list[tuple[float, int, str] | None]:
+) -> list[Result]:
     """`total` requests, sentence i % len(sentences) each, from `clients` threads; per
-    request (latency s, status, text), None for those not sent within `seconds`."""
-    results: list[tuple[float, int, str] | None] = [None] * total
+    request its `Result`, None for those not sent within `seconds`."""
+    results: list[Result] = [None] * total
     order, lock = iter(range(total)), threading.Lock()
     stop_at = time.monotonic() + seconds
 
@@ -144,9 +128,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
 
 
-def summarize(
-    results: list[tuple[float, int, str] | None], wall: float, references: list[str]
-) -> dict[str, Any]:
+def summarize(results: list[Result], wall: float, references: list[str]) -> dict[str, Any]:
+    """Requests sent and not, sentences/s, latency percentiles, errors (with examples),
+    and whether every output equals its reference."""
     sent = [r for r in results if r is not None]
     ok = [(i, r) for i, r in enumerate(results) if r is not None and r[1] == 200]
     latencies = [r[0] * 1000 for _, r in ok]
@@ -165,7 +149,7 @@ def summarize(
 
 def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One run per (server, mode, clients) from its repeats: the median of each timing and
-    of the mean batch, errors summed, identical only if every repeat was, and the repeats'
+    of the mean batch, counts summed, identical only if every repeat was, and the repeats'
     sentences/s listed (`sent_per_s_runs`)."""
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
@@ -174,9 +158,9 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (server, mode, clients), repeats in cells.items():
         timed = ["wall_s", "sent_per_s", "p50_ms", "p95_ms", "p99_ms", "mean_batch"]
         cell = {key: round(statistics.median(r[key] for r in repeats), 2) for key in timed}
-        cell |= {key: sum(r[key] for r in repeats) for key in ("requests", "not_sent", "errors")}
+        counts = ["requests", "not_sent", "errors", "outputs_differing"]
+        cell |= {key: sum(r[key] for r in repeats) for key in counts}
         cell |= {
-            "outputs_differing": sum(r["outputs_differing"] for r in repeats),
             "identical": all(r["identical"] for r in repeats),
             "error_examples": sorted({e for r in repeats for e in r["error_examples"]})[:3],
             "sent_per_s_runs": [r["sent_per_s"] for r in repeats],

@@ -1,7 +1,7 @@
 """The translation server under load: throughput, latency, errors, equal outputs, memory.
 
-    python benchmarks/serve_load.py --checkpoint runs/multi30k_gru_luong_additive/checkpoints/best.ckpt
-    python benchmarks/serve_load.py --checkpoint CKPT --quick    # a smoke run: 40 sentences
+    python benchmarks/serve_load.py --checkpoint CKPT           # about 6 minutes on 2 cores
+    python benchmarks/serve_load.py --checkpoint CKPT --quick   # a smoke run: 40 sentences
 
 scripts/serve.py runs on the loopback address, with cross-request batching and then
 with --no-batching; Multi30k test_2016_flickr (1000 sentences) is replayed one sentence
@@ -9,16 +9,16 @@ a request from 1, 8, 32 and 128 concurrent clients (keep-alive connections, thre
 this process), greedily and with beam 5. Each run stops after its sentences or after
 --max-seconds. Reported: sentences/s, p50/p95/p99 latency, errors, the mean batch the
 server decoded, and whether every output equals scripts/translate.py's for the same
-sentences. translate.py's offline sentences/s (decoding alone, model loading excluded,
-in a fresh process) is the reference. Memory: a fresh batched server's peak RSS
-(VmHWM) after 1,000 and after 10,000 requests. A table, the targets, one JSON line.
+sentences. translate.py's offline sentences/s (decoding alone, in a fresh process) is
+the reference, and offline in calls of 32 sentences the most that 32 one-sentence
+clients can get. Memory: a fresh batched server's peak (VmHWM) and current (VmRSS)
+RSS after 1,000 and after 10,000 requests. A table, the targets, one JSON line.
 """
 
 import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from itertools import product
@@ -26,153 +26,109 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import MULTI30K, REPO, git_state, log, print_table, read_lines, write_lines
-from benchmarks.serve_harness import health, medians, memory_mib, replay, running_server, summarize
+from benchmarks import common
+from benchmarks.serve_harness import health, medians, replay, running_server, summarize
 
-TRANSLATE = REPO / "scripts" / "translate.py"
-MODES = {"greedy": {"greedy": True}, "beam": {"beam_size": 5}}
+MODES = {"greedy": {"greedy": True}, "beam": {"beam_size": 5}}  # request options
 BEAMS = {"greedy": 1, "beam": 5}
 TARGETS = {"vs_unbatched": 5.0, "vs_offline": 0.6, "p99_ms": 1000.0, "rss_growth_mib": 50.0}
 TARGET_CLIENTS = 32
 
 
-# -- the load runs ---------------------------------------------------------------------------
-
-
 def load_run(
-    port: int,
-    sentences: list[str],
-    references: list[str],
-    mode: str,
-    clients: int,
-    total: int,
-    seconds: float,
+    port: int, sentences: list[str], refs: list[str], mode: str, clients: int, total, seconds: float
 ) -> dict[str, Any]:
-    before = health(port)
-    start = time.perf_counter()
+    """`total` requests from `clients` clients in `mode`, for at most `seconds`: their
+    summary and the mean batch."""
+    before, start = health(port), time.perf_counter()
     results = replay(port, sentences, MODES[mode], clients, total, seconds)
-    wall = time.perf_counter() - start
-    after = health(port)
-    batches = after["batches"] - before["batches"]
-    mean_batch = (after["decoded"] - before["decoded"]) / max(batches, 1)
+    wall, after = time.perf_counter() - start, health(port)
+    mean_batch = (after["decoded"] - before["decoded"]) / max(
+        after["batches"] - before["batches"], 1
+    )
     run = {"mode": mode, "clients": clients, "wall_s": round(wall, 2)}
-    return run | summarize(results, wall, references) | {"mean_batch": round(mean_batch, 2)}
-
-
-# -- offline: translate.py -------------------------------------------------------------------
+    return run | summarize(results, wall, refs) | {"mean_batch": round(mean_batch, 2)}
 
 
 def offline_child(ckpt: str, src: str, hyp: str, beam: str) -> None:
     """In a fresh process: decode as translate.py does, timing the decoding alone; then
-    again in calls of TARGET_CLIENTS sentences in input order, the batches that one-sentence
-    requests from that many clients make at best."""
+    again in calls of TARGET_CLIENTS sentences in input order, the batches that
+    one-sentence requests from that many clients make at best."""
     from seq2seq.translator import Translator
 
     translator = Translator.from_checkpoint(ckpt, device="cpu")
-    sentences = read_lines(Path(src))
+    sentences = common.read_lines(Path(src))
     start = time.perf_counter()
-    outputs = translator.translate(sentences, beam_size=int(beam))
+    common.write_lines(Path(hyp), translator.translate(sentences, beam_size=int(beam)))
     seconds = time.perf_counter() - start
-    write_lines(Path(hyp), outputs)
     start = time.perf_counter()
     for first in range(0, len(sentences), TARGET_CLIENTS):
         translator.translate(sentences[first : first + TARGET_CLIENTS], beam_size=int(beam))
     print(json.dumps({"decode_s": seconds, "client_batches_s": time.perf_counter() - start}))
 
 
-def offline(
-    ckpt: Path, src: Path, work: Path, mode: str, env: dict, repeats: int
-) -> dict[str, Any]:
+def offline(ckpt: Path, src: Path, work: Path, mode: str, env: dict, repeats: int) -> dict:
     """translate.py's outputs (the references), and its decoding speed: the median of
     `repeats` fresh processes."""
-    out = work / f"translate-{mode}.en"
-    flags = ["--greedy"] if mode == "greedy" else ["--beam-size", str(BEAMS[mode])]
-    cmd = [sys.executable, TRANSLATE, "--checkpoint", ckpt, "--input", src, "--output", out]
-    start = time.perf_counter()
-    with open(work / f"translate-{mode}.log", "wb") as stderr:
-        command = [str(a) for a in [*cmd, *flags, "--device", "cpu"]]
-        subprocess.run(command, check=True, env=env, stderr=stderr)
-    wall = time.perf_counter() - start
-    timed = work / f"offline-{mode}.en"
-    child = [str(a) for a in [sys.executable, __file__, "_offline", ckpt, src, timed, BEAMS[mode]]]
-    runs = [subprocess.run(child, check=True, env=env, capture_output=True) for _ in range(repeats)]
-    timings = [json.loads(done.stdout.decode().strip().splitlines()[-1]) for done in runs]
+    out, flags = work / f"translate-{mode}.en", ["--beam-size", BEAMS[mode], "--device", "cpu"]
+    cmd = [sys.executable, "scripts/translate.py", "--checkpoint", ckpt, "--input", src]
+    wall = common.run_measured([*cmd, "--output", out, *flags], work / "translate.log", env=env)
+    child = [sys.executable, __file__, "_offline", ckpt, src, work / f"offline-{mode}.en"]
+    timings = []
+    for _ in range(repeats):
+        common.run_measured([*child, BEAMS[mode]], work / "offline.log", stdout=work / "t", env=env)
+        timings.append(json.loads((work / "t").read_text().strip().splitlines()[-1]))
+    lines, refs = len(common.read_lines(src)), common.read_lines(out)
     decode_s = statistics.median(t["decode_s"] for t in timings)
     client_batches_s = statistics.median(t["client_batches_s"] for t in timings)
-    references, lines = read_lines(out), len(read_lines(src))
     return {
         "mode": mode,
-        "references": references,
-        "translate_py_wall_s": round(wall, 2),
-        "decode_s": round(decode_s, 2),
+        "references": refs,
+        "translate_py_wall_s": round(wall["wall_s"], 2),
         "sent_per_s": round(lines / decode_s, 1),
         "client_batches_sent_per_s": round(lines / client_batches_s, 1),
-        "same_as_translate_py": read_lines(timed) == references,
+        "same_as_translate_py": common.read_lines(work / f"offline-{mode}.en") == refs,
     }
 
 
-# -- the benchmark ---------------------------------------------------------------------------
-
-
-def load_table(
-    ckpt: Path, sentences: list[str], refs: dict, work: Path, args, env: dict
-) -> tuple[list[dict], dict]:
-    """Every (batching, mode, clients) run, `args.repeats` times (the batched and the
-    unbatched server take turns, so that a drifting machine favours neither), and whether
-    each server exited 0 every time."""
+def load_table(ckpt: Path, sentences: list[str], refs: dict, work: Path, args, env: dict):
+    """Every (batching, mode, clients) run, `--repeats` times (the batched and the unbatched
+    server take turns, so that a drifting machine favours neither); and whether each
+    server exited 0 every time."""
     runs, exits = [], {}
     for repeat, batching in product(range(args.repeats), (True, False)):
         name = "batched" if batching else "unbatched"
-        with running_server(
-            ckpt, work / f"serve-{name}.log", batching, env, args.server_options
-        ) as server:
-            for mode in args.modes:
-                for clients in args.clients:
-                    log(f"{name}, {mode}, {clients} client(s): {len(sentences)} requests")
-                    run = load_run(
-                        server["port"],
-                        sentences,
-                        refs[mode],
-                        mode,
-                        clients,
-                        len(sentences),
-                        args.max_seconds,
-                    )
-                    runs.append({"server": name, "repeat": repeat, **run})
+        log_file = work / f"serve-{name}.log"
+        with running_server(ckpt, log_file, batching, env, args.server_options) as server:
+            for mode, clients in product(args.modes, args.clients):
+                common.log(f"{name}, {mode}, {clients} client(s): {len(sentences)} requests")
+                total, seconds = len(sentences), args.max_seconds
+                run = load_run(server["port"], sentences, refs[mode], mode, clients, total, seconds)
+                runs.append({"server": name, "repeat": repeat, **run})
         exits[name] = exits.get(name, 0) or server["exit_code"]
     return runs, exits
 
 
-def memory_run(ckpt: Path, sentences: list[str], refs: dict, work: Path, args, env) -> dict:
+def memory_run(ckpt: Path, sentences: list[str], refs: list, work: Path, args, env) -> dict:
     """A fresh batched server's memory after the first N1 requests and after N2 in all."""
     first, total = args.rss_requests
     found: dict[str, Any] = {"requests": [first, total]}
-    with running_server(ckpt, work / "serve-memory.log", True, env, args.server_options) as server:
+    log_file = work / "serve-memory.log"
+    with running_server(ckpt, log_file, True, env, args.server_options) as server:
         for label, count in (("first", first), ("total", total - first)):
-            log(f"memory: {count} requests from {TARGET_CLIENTS} clients, greedy")
-            run = load_run(
-                server["port"],
-                sentences,
-                refs["greedy"],
-                "greedy",
-                TARGET_CLIENTS,
-                count,
-                args.max_seconds * 10,
-            )
-            found[label] = {
-                **memory_mib(server["pid"]),
-                "errors": run["errors"],
-                "identical": run["identical"],
-            }
+            common.log(f"memory: {count} requests from {TARGET_CLIENTS} clients, greedy")
+            port, seconds = server["port"], args.max_seconds * 10
+            run = load_run(port, sentences, refs, "greedy", TARGET_CLIENTS, count, seconds)
+            found[label] = common.status_mib(server["pid"], ("VmRSS", "VmHWM"))
+            found[label] |= {"errors": run["errors"], "identical": run["identical"]}
     # The peak may have been set while loading the model: the current RSS is watched too.
     found["growth_mib"] = round(found["total"]["VmHWM"] - found["first"]["VmHWM"], 1)
     found["rss_growth_mib"] = round(found["total"]["VmRSS"] - found["first"]["VmRSS"], 1)
-    found["exit_code"] = server["exit_code"]
-    return found
+    return found | {"exit_code": server["exit_code"]}
 
 
 def verdicts(runs: list[dict], offline_runs: dict, memory: dict) -> dict[str, bool]:
-    """The issue's targets at 32 clients, per mode; errors and equality over every run."""
+    """The targets at 32 clients, per mode; errors and equality over every run; memory."""
     met = {}
     by = {(r["server"], r["mode"], r["clients"]): r for r in runs}
     for mode, off in offline_runs.items():
@@ -191,21 +147,16 @@ def verdicts(runs: list[dict], offline_runs: dict, memory: dict) -> dict[str, bo
     return met
 
 
-def report(runs: list[dict], offline_runs: dict, memory: dict, extra: dict) -> None:
+def report(runs: list[dict], offline_runs: dict, memory: dict, figures: dict) -> None:
     header = ["server", "mode", "clients", "sent/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
-    header += ["mean batch", "identical"]
     keys = ["sent_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "mean_batch", "identical"]
     rows = [[r["server"], r["mode"], str(r["clients"]), *(str(r[k]) for k in keys)] for r in runs]
-    rows += [
-        ["offline", mode, "-", str(o["sent_per_s"]), *["-"] * 5, str(o["same_as_translate_py"])]
-        for mode, o in offline_runs.items()
-    ]
-    rows += [
-        [f"offline, {TARGET_CLIENTS} a call", mode, "-", str(o["client_batches_sent_per_s"])]
-        + ["-"] * 6
-        for mode, o in offline_runs.items()
-    ]
-    print_table(header, rows)
+    for mode, o in offline_runs.items():
+        rows.append(["offline", mode, "-", str(o["sent_per_s"]), *["-"] * 5])
+        rows[-1].append(str(o["same_as_translate_py"]))
+        rows.append([f"offline, {TARGET_CLIENTS} a call", mode, "-"])
+        rows[-1] += [str(o["client_batches_sent_per_s"]), *["-"] * 6]
+    common.print_table([*header, "mean batch", "identical"], rows)
     for r in (r for r in runs if "sent_per_s_runs" in r):
         print(f"{r['server']}, {r['mode']}, {r['clients']}: sent/s {r['sent_per_s_runs']}")
     for mode, o in offline_runs.items():
@@ -215,64 +166,36 @@ def report(runs: list[dict], offline_runs: dict, memory: dict, extra: dict) -> N
             f"offline: the most a server reaches with {TARGET_CLIENTS} one-sentence clients"
         )
     if memory:
-        first, total = memory["requests"]
+        (first, total), peaks = memory["requests"], [memory[k]["VmHWM"] for k in ("first", "total")]
         print(
-            f"peak RSS: {memory['first']['VmHWM']:.1f} MiB after {first} requests, "
-            f"{memory['total']['VmHWM']:.1f} MiB after {total}: +{memory['growth_mib']} MiB "
-            f"(current RSS +{memory['rss_growth_mib']} MiB)"
+            f"peak RSS: {peaks[0]:.1f} MiB after {first} requests, {peaks[1]:.1f} MiB after "
+            f"{total}: +{memory['growth_mib']} MiB (current RSS +{memory['rss_growth_mib']} MiB)"
         )
     met = verdicts(runs, offline_runs, memory)
     for target, ok in met.items():
-        print(f"{target}: {'met' if ok else 'NOT met'}")
-    offline_json = {
-        mode: {k: v for k, v in o.items() if k != "references"} for mode, o in offline_runs.items()
+        print(f"{target}: {common.verdict(ok)}")
+    offline_runs = {
+        m: {k: v for k, v in o.items() if k != "references"} for m, o in offline_runs.items()
     }
-    print(
-        json.dumps(
-            {"runs": runs, "offline": offline_json, "memory": memory, "targets_met": met} | extra
-        )
-    )
+    figures |= {"runs": runs, "offline": offline_runs, "memory": memory, "targets_met": met}
+    common.print_json(figures)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument(
-        "--source",
-        type=Path,
-        default=MULTI30K / "test_2016_flickr.de.gz",
-        help="sentences to replay (default Multi30k test_2016_flickr.de.gz)",
-    )
+    source = common.MULTI30K / "test_2016_flickr.de.gz"
+    p.add_argument("--source", type=Path, default=source, help="sentences to replay")
     p.add_argument("--limit", type=int, help="the first N sentences only")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    p.add_argument(
-        "--rss-requests",
-        type=int,
-        nargs=2,
-        default=[1000, 10000],
-        metavar=("FIRST", "TOTAL"),
-        help="memory after FIRST and TOTAL requests",
-    )
+    p.add_argument("--rss-requests", type=int, nargs=2, default=[1000, 10000], metavar="N")
     p.add_argument("--max-seconds", type=float, default=600, help="per load run (default 600)")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="runs of each cell and of offline decoding; the table shows medians (default 1)",
-    )
+    p.add_argument("--repeats", type=int, default=1, help="runs of each; medians shown")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server and translate.py")
-    p.add_argument(
-        "--server-options",
-        default="",
-        help='more options of both servers, one string (e.g. "--batch-window-ms 10")',
-    )
-    p.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "serve_load")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run: 40 sentences, 1 and 8 clients, memory at 100 and 400",
-    )
+    p.add_argument("--server-options", default="", help='e.g. "--batch-window-ms 10"')
+    p.add_argument("--work-dir", type=Path, default=common.REPO / ".cache/bench/serve_load")
+    p.add_argument("--quick", action="store_true", help="40 sentences, 1 and 8 clients, less RSS")
     args = p.parse_args()
     args.server_options = args.server_options.split()
     if args.quick:
@@ -282,28 +205,26 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    code = git_state()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     ckpt = args.checkpoint.resolve()
-    sentences = read_lines(args.source, args.limit)
+    sentences = common.read_lines(args.source, args.limit)
     src = work / "source.txt"
-    write_lines(src, sentences)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    if args.threads:
-        env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    common.write_lines(src, sentences)
+    env = common.child_env(args.threads)
     offline_runs = {}
     for mode in args.modes:
-        log(f"translate.py offline, {mode}: {len(sentences)} sentences")
+        common.log(f"translate.py offline, {mode}: {len(sentences)} sentences")
         offline_runs[mode] = offline(ckpt, src, work, mode, env, args.repeats)
     refs = {mode: o["references"] for mode, o in offline_runs.items()}
     runs, exits = load_table(ckpt, sentences, refs, work, args, env)
     runs = medians(runs) if args.repeats > 1 else runs
-    memory = memory_run(ckpt, sentences, refs, work, args, env) if "greedy" in refs else {}
-    extra = {"code": code, "checkpoint": str(ckpt), "sentences": len(sentences)}
-    extra |= {"server_exit_codes": exits, "threads": args.threads, "cpus": os.cpu_count()}
-    extra |= {"server_options": args.server_options}
-    report(runs, offline_runs, memory, extra)
+    memory = {}
+    if "greedy" in refs:
+        memory = memory_run(ckpt, sentences, refs["greedy"], work, args, env)
+    figures = {"code": common.git_state(), "checkpoint": str(ckpt), "sentences": len(sentences)}
+    figures |= {"server_exit_codes": exits, "threads": args.threads, "cpus": os.cpu_count()}
+    report(runs, offline_runs, memory, figures | {"server_options": args.server_options})
 
 
 if __name__ == "__main__":

@@ -97,17 +97,14 @@ def trained(train_args: Callable[..., list[str]], tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture
-def live_server() -> Iterator[Callable[[Any], str]]:
-    """`live_server(app)`: serves an ASGI app with uvicorn on a free loopback port, in a
-    thread, until the test ends; returns its base URL."""
-    import uvicorn
-
+def serving() -> Iterator[Callable[[Any], tuple[threading.Thread, str]]]:
+    """`serving(server)`: runs a uvicorn Server on a free loopback port in a thread (where
+    uvicorn installs no signal handler), until the test ends; -> the thread, the base URL."""
     running = []
 
-    def start(app: Any) -> str:
+    def start(server: Any) -> tuple[threading.Thread, str]:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         running.append((server, thread))
@@ -115,12 +112,20 @@ def live_server() -> Iterator[Callable[[Any], str]]:
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.started, "the test server did not start"
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     yield start
     for server, thread in running:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(serving: Callable[[Any], tuple[threading.Thread, str]]) -> Callable[[Any], str]:
+    """`live_server(app)`: serves an ASGI app with uvicorn (see `serving`); -> its base URL."""
+    import uvicorn
+
+    return lambda app: serving(uvicorn.Server(uvicorn.Config(app, log_level="warning")))[1]
 
 
 @pytest.fixture

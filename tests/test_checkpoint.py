@@ -21,23 +21,24 @@ LIMITS = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "
 ONE_BATCH = ("--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
 
 
-def test_resume_with_another_architecture_is_refused(
-    trained: Path, tmp_path: Path, train_args: Callable[..., list[str]]
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("--model.hidden_size", "24"), r"model\.hidden_size is 24, the run's 16"),
+        (("--data.vocab_size", "50"), r"last\.ckpt was trained with SentencePiece model"),
+    ],
+    ids=["architecture", "sentencepiece"],
+)
+def test_resume_with_other_settings_is_refused(
+    trained: Path,
+    tmp_path: Path,
+    train_args: Callable[..., list[str]],
+    change: tuple[str, str],
+    message: str,
 ) -> None:
     last = str(trained / "checkpoints" / "last.ckpt")
-    args = train_args(tmp_path, "--model.hidden_size", "24", "--ckpt_path", last, *LIMITS)
-    with pytest.raises(UserError, match=r"model\.hidden_size is 24, the run's 16"):
-        fit_and_test(args)
-    assert not (tmp_path / "checkpoints").exists()  # refused before training
-
-
-def test_resume_with_another_sentencepiece_model_is_refused(
-    trained: Path, tmp_path: Path, train_args: Callable[..., list[str]]
-) -> None:
-    last = str(trained / "checkpoints" / "last.ckpt")
-    args = train_args(tmp_path, "--data.vocab_size", "50", "--ckpt_path", last, *LIMITS)
-    with pytest.raises(UserError, match=r"last\.ckpt was trained with SentencePiece model"):
-        fit_and_test(args)
+    with pytest.raises(UserError, match=message):
+        fit_and_test(train_args(tmp_path, *change, "--ckpt_path", last, *LIMITS))
     assert not (tmp_path / "checkpoints").exists()  # refused before training
 
 

@@ -18,7 +18,7 @@ def test_there_are_configs() -> None:
         "demo",
         "multi30k_gru_luong_additive",
         "multi30k_lstm_luong_additive",
-        "multi30k_gru_luong_additive",
+        "multi30k_gru_bahdanau",
         "multi30k_gru_noattn",
         "multi30k_lstm_noattn",
         "multi30k_best",

@@ -92,6 +92,7 @@ SKIPPED_KINDS = {
 }
 PARSE_ONLY = [  # (pattern searched in the command, why it is not run)
     (r"^python benchmarks/", "a benchmark: minutes to hours (the docs give its time)"),
+    (r"^python docs/experiments/", "an experiment: hours (the docs give its time)"),
     (r"^python scripts/serve\.py", "a server: it runs until stopped (tests/test_server.py)"),
     (r"--trainer\.accelerator gpu", "needs a GPU"),
     (r"--trainer\.(devices [2-9]|num_nodes)", "needs several devices or nodes"),
@@ -257,8 +258,8 @@ def classify(command: Command) -> Plan:
     if len(words) < 2 or words[0] != "python" or not words[1].endswith(".py"):
         return Plan(UNCLASSIFIED, "not `python SCRIPT.py ...`, nor a skipped kind")
     program, args = words[1], words[2:]
-    if not program.startswith(("scripts/", "benchmarks/")):
-        return Plan(UNCLASSIFIED, f"{program} is not in scripts/ or benchmarks/")
+    if not program.startswith(("scripts/", "benchmarks/", "docs/experiments/")):
+        return Plan(UNCLASSIFIED, f"{program} is not in scripts/, benchmarks/ or docs/experiments/")
     plan = Plan(RUN, RUN_REASONS.get(program, "runs as written"), program, args)
     if len(segments) > 1 or redirected:
         plan.shell = pipe_text(segments, ours[0], program, args)

@@ -5,10 +5,9 @@ The whole stop in a real process under load: test_server.py's SIGTERM test."""
 import asyncio
 import inspect
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,33 +29,9 @@ def graceful_server(drain_s: float = 30.0) -> tuple[GracefulServer, Gate]:
     return GracefulServer(config, gate, drain_s=drain_s), gate
 
 
-@pytest.fixture
-def serving() -> Iterator[Callable[[GracefulServer], threading.Thread]]:
-    """`serving(server)`: runs it on a loopback port in a thread (where uvicorn installs no
-    signal handler: the tests call `handle_exit` as a signal would) until it stops."""
-    running: list[tuple[GracefulServer, threading.Thread]] = []
-
-    def start(server: GracefulServer) -> threading.Thread:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.started, "the server did not start"
-        return thread
-
-    yield start
-    for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def test_a_signal_drains_the_requests_in_flight_then_stops(serving: Any) -> None:
     server, gate = graceful_server()
-    thread = serving(server)
+    thread, _ = serving(server)
     gate.in_flight = 1
     server.handle_exit(signal.SIGTERM, None)
     assert gate.draining and not server.should_exit
@@ -69,7 +44,7 @@ def test_a_signal_drains_the_requests_in_flight_then_stops(serving: Any) -> None
 
 def test_draining_ends_after_drain_s(serving: Any) -> None:
     server, gate = graceful_server(drain_s=0.6)
-    thread = serving(server)
+    thread, _ = serving(server)
     gate.in_flight = 1  # a client that never sends the rest of its body
     started = time.monotonic()
     server.handle_exit(signal.SIGTERM, None)

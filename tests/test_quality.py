@@ -1,0 +1,99 @@
+"""benchmarks/quality.py: each kind of decoding over seeds, paired with the first; each
+ensemble against its members; the runs compared at equal updates; a run's updates."""
+
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from seq2seq.cli.train import fit_and_test
+
+
+def _decoding(side: str, kind: str, seed: int | None, bleu: float, decode_s: float) -> dict:
+    found = {"side": side, "kind": kind, "seed": seed, "bleu": bleu, "chrf": bleu + 20.0}
+    return found | {"decode_s": decode_s}
+
+
+@pytest.fixture
+def quality(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("quality")
+
+
+@pytest.fixture
+def decodings() -> list[dict]:
+    return [
+        _decoding("ours", "best", 1, 39.0, 6.0),
+        _decoding("ours", "average5", 1, 39.5, 6.0),
+        _decoding("ema", "best", 1, 39.2, 5.0),
+        _decoding("ours", "best", 2, 38.0, 6.0),
+        _decoding("ours", "average5", 2, 38.1, 6.0),
+        _decoding("ema", "best", 2, 39.4, 7.0),
+        _decoding("ours", "ensemble", None, 40.0, 18.0) | {"members": "ours best"},
+        _decoding("ema", "ensemble", None, 41.3, 24.0) | {"members": "ema best"},
+    ]
+
+
+def test_each_kind_is_paired_with_the_first_by_seed(quality: ModuleType, decodings) -> None:
+    summary = quality.summarize(decodings)
+
+    assert list(summary)[:3] == ["ours best", "ours average5", "ema best"]
+    assert summary["ours best"]["bleu_mean"] == pytest.approx(38.5)
+    assert summary["ours best"]["bleu_sd"] == pytest.approx(0.71, abs=0.01)  # sd of 39, 38
+    assert summary["ours average5"]["minus_first_mean"] == pytest.approx(0.3)  # +0.5, +0.1
+    assert summary["ema best"]["minus_first_mean"] == pytest.approx(0.8)  # +0.2, +1.4
+    assert "minus_first_mean" not in summary["ours best"]
+    assert "minus_first_mean" not in summary["ema ensemble"]  # no seed: no pair
+    assert summary["ours ensemble"]["bleu_sd"] is None  # one decoding
+
+
+def test_each_ensemble_is_set_against_its_own_members(quality: ModuleType, decodings) -> None:
+    summary = quality.summarize(decodings)
+
+    assert summary["ours ensemble"]["gain_over_members"] == pytest.approx(1.5)  # 40.0 - 38.5
+    assert summary["ours ensemble"]["slowdown"] == pytest.approx(3.0)  # 18 / 6
+    assert summary["ema ensemble"]["gain_over_members"] == pytest.approx(2.0)  # 41.3 - 39.3
+    assert summary["ema ensemble"]["slowdown"] == pytest.approx(4.0)  # 24 / 6
+
+
+def test_runs_are_compared_at_the_fewest_updates_any_validated_at(
+    quality: ModuleType, tmp_path: Path
+) -> None:
+    """Each run's last validation at or before the earliest of the runs' last validations,
+    from its CSV log; a run that had not validated by then counts in no mean."""
+    trained = []
+    for side, logged in [
+        ("ours", [(99, "30.0"), (199, "31.0")]),
+        ("ema", [(99, "30.5"), (199, "32.0"), (299, "33.0")]),
+        ("ema", [(250, "40.0")]),
+    ]:
+        run = tmp_path / f"{side}-{len(trained)}"
+        log = run / "lightning_logs" / "version_0"
+        log.mkdir(parents=True)
+        rows = ["epoch,step,train_loss,val_bleu", "0,50,2.0,"]
+        rows += [f"{i},{step},,{bleu}" for i, (step, bleu) in enumerate(logged)]
+        (log / "metrics.csv").write_text("\n".join(rows) + "\n")
+        trained.append({"side": side, "checkpoint": str(run / "checkpoints" / "best.ckpt")})
+
+    found = quality.validation_at(trained)
+
+    assert found["updates"] == 199
+    assert found["ours"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0 or 40.0
+    assert found["ours"]["n"] == 1 and found["ema"]["n"] == 1  # the third validated later
+    assert [t["val_bleu_at_equal_updates"] for t in trained] == [31.0, 32.0, None]
+
+
+def test_updates_are_the_logs_not_the_last_saves(
+    quality: ModuleType, train_args: Callable[..., list[str]], tmp_path: Path
+) -> None:
+    """last.ckpt is saved at step 3 (every 3 steps), not at the validation of step 4: at lr
+    0 it scores as the one of step 2, improving nothing, as at the end of a run that the
+    time limit stops. The CSV log counts every update."""
+    steps = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4")
+    validations = ("--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1")
+    saving = ("--save_last_every_n_steps", "3", "--model.lr", "0", "--data.test", "null")
+    cli = fit_and_test(train_args(tmp_path, *steps, *validations, *saving))
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert saved == 3 and cli.trainer.global_step == 4
+    assert quality.logged_updates(tmp_path) == cli.trainer.global_step
