@@ -164,7 +164,7 @@ CASES = [
     ),
     case(
         "train-top-k-under-one-name",
-        lambda e: e.train("--checkpoint.save_top_k", "3"),
+        lambda e: e.train("--checkpoint.filename", "best", "--checkpoint.save_top_k", "3"),
         "--checkpoint.filename best names them alike: put {{step}} in it",
     ),
     case(

@@ -67,7 +67,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-LINKED = ("scripts", "configs", "benchmarks")  # the checkout's folders the commands read
+LINKED = ("scripts", "configs", "benchmarks", "docs")  # the checkout's folders the commands read
 MULTI30K_MIRROR = REPO.parent / "shared" / "data" / "multi30k"
 DOCUMENT_TIMEOUT = 900  # seconds for the whole document; each command takes a few
 SUBPROCESS_TIMEOUT = 300
