@@ -5,6 +5,7 @@ import re
 import shutil
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import datasets
 import lightning as L
@@ -225,9 +226,9 @@ class _RecordOrder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_lightning_reshuffles_each_epoch(corpus: Path, tmp_path: Path) -> None:
-    dm, module = make(corpus, tmp_path, val=None), _RecordOrder()
-    trainer = L.Trainer(
+def quiet_trainer(tmp_path: Path, **settings: Any) -> L.Trainer:
+    """A 2-epoch CPU Trainer that logs, saves and shows nothing."""
+    return L.Trainer(
         max_epochs=2,
         logger=False,
         enable_checkpointing=False,
@@ -235,7 +236,13 @@ def test_lightning_reshuffles_each_epoch(corpus: Path, tmp_path: Path) -> None:
         enable_model_summary=False,
         default_root_dir=tmp_path,
         accelerator="cpu",
+        **settings,
     )
+
+
+def test_lightning_reshuffles_each_epoch(corpus: Path, tmp_path: Path) -> None:
+    dm, module = make(corpus, tmp_path, val=None), _RecordOrder()
+    trainer = quiet_trainer(tmp_path)
     trainer.fit(module, datamodule=dm)
     first, second = module.orders[0], module.orders[1]
     assert sorted(first) == sorted(second) == list(range(len(dm.train_dataset)))
@@ -285,17 +292,8 @@ def test_lightnings_batch_counts_are_what_resuming_reads(tmp_path: Path) -> None
     (pinned,) = re.findall(r'"lightning([<>=!~][^"]*)"', PYPROJECT.read_text())
     assert version("lightning") in SpecifierSet(pinned)
     recorder = _RecordCounts()
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        callbacks=[recorder],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        accelerator="cpu",
+    trainer = quiet_trainer(
+        tmp_path, limit_train_batches=3, limit_val_batches=0, callbacks=[recorder]
     )
     trainer.fit(BoringModel())
     assert recorder.counts == [(e, i + 1, i + 1, i + 1, i) for e in (0, 1) for i in range(3)]

@@ -56,7 +56,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,23 +398,30 @@ def execute(command: Command, plan: Plan, log: Path) -> int:
 
 def run_script(program: str, args: list[str]) -> int:
     """`python PROGRAM ARGS` in this process (`runpy`) -> its exit status."""
-    if not Path(program).is_file():
-        print(f"python: can't open file {program!r}: no such file", file=sys.stderr)
-        return 2
     argv, sys.argv = sys.argv, [program, *args]
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        runpy.run_path(program, run_name="__main__")
+        return status_of(program, lambda: runpy.run_path(program, run_name="__main__"))
+    finally:
+        sys.argv = argv
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def status_of(program: str, call: Callable[[], object]) -> int:
+    """The exit status of `call()`, run as `python PROGRAM` would: 2 where PROGRAM is missing,
+    a SystemExit's code, 1 (with its traceback) for another exception, else 0."""
+    if not Path(program).is_file():
+        print(f"python: can't open file {program!r}: no such file", file=sys.stderr)
+        return 2
+    try:
+        call()
         return 0
     except SystemExit as exit_info:
         return exit_status(exit_info)
     except BaseException:
         traceback.print_exc()
         return 1
-    finally:
-        sys.argv = argv
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
 
 
 def exit_status(exit_info: SystemExit) -> int:
@@ -471,25 +478,20 @@ def parse_only(plan: Plan, log: Path, promised: list[Path]) -> dict[str, Any]:
 
 def parse_arguments(program: str, args: list[str]) -> int:
     """0 where `program` accepts `args`, else its parser's exit status."""
-    if not Path(program).is_file():
-        print(f"python: can't open file {program!r}: no such file", file=sys.stderr)
-        return 2
-    try:
-        if program == "scripts/train.py":
-            from seq2seq.cli.train import main
+    return status_of(program, lambda: parse(program, args))
 
-            main([*args, "--print_config"])
-        elif program.startswith("scripts/"):
-            found = re.search(r"from (seq2seq\.cli\.\w+) import main", (REPO / program).read_text())
-            importlib.import_module(found.group(1)).build_parser().parse_args(args)
-        else:
-            benchmark_parse(REPO / program, args)
-        return 0
-    except SystemExit as exit_info:
-        return exit_status(exit_info)
-    except BaseException:
-        traceback.print_exc()
-        return 1
+
+def parse(program: str, args: list[str]) -> None:
+    """Parse `args` with `program`'s own parser (SystemExit where it refuses them)."""
+    if program == "scripts/train.py":
+        from seq2seq.cli.train import main
+
+        main([*args, "--print_config"])
+    elif program.startswith("scripts/"):
+        found = re.search(r"from (seq2seq\.cli\.\w+) import main", (REPO / program).read_text())
+        importlib.import_module(found.group(1)).build_parser().parse_args(args)
+    else:
+        benchmark_parse(REPO / program, args)
 
 
 class _Parsed(Exception):
