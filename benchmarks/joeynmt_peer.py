@@ -27,7 +27,9 @@ from benchmarks.common import (
     others_cpu_since,
     read_lines,
     run_measured,
+    score,
     write_lines,
+    write_test_set,
 )
 from seq2seq.decoder import DEFAULT_SCORE
 
@@ -35,8 +37,25 @@ JOEY_VENV = REPO / ".cache" / "bench" / "joeynmt-venv"  # shared by the benchmar
 JOEY_SCORES = {"additive": "bahdanau", "general": "luong"}  # ours -> its `attention`
 JOEY_PACKAGES = ["torch==2.13.0", "joeynmt==2.3.0", "sentencepiece==0.2.0", "importlib_metadata"]
 PLATEAU_VERBOSE = '            "verbose": False,\n'  # in 2.3.0's builders.build_scheduler
-VALIDATION_FREQ = 400  # updates between validations: about 6 in 30 minutes at 2,000 tokens
 RECIPE_BATCHES = ["2000tok", "4096tok", "80sent"]  # batch sizes of its recipes
+SCHEDULES = {  # its plateau schedule as its recipes set it: name -> `training` settings
+    # iwslt_envi_xnmt.yaml, its real-data RNN recipe with Adam (1.x; 2.x has none): halve
+    # the rate after one validation without a better BLEU, stop below 5e-5.
+    "recipe": {"patience": 1, "decrease_factor": 0.5, "learning_rate_min": 5e-5},
+    # 2.3.0's toy RNN recipes (rnn_reverse.yaml) and its defaults: never fires in 30 minutes.
+    "toy": {"patience": 5, "decrease_factor": 0.5},
+}
+STOPPED_BY_SIGINT, STOPPED_AT_MIN_LR = "Interrupt at epoch", "minimum lr"  # its log's words
+STOPPED_AT_UPDATES = "maximum num. of updates"
+LOGGING_FREQ = 20  # updates; `validation_freq` must be a multiple of it
+CALIBRATION_UPDATES = 200  # updates timed to convert a validation cadence into updates
+# `python -m joeynmt` with torch seeded first: 2.3.0 builds its model before it applies
+# `random_seed` (1.x seeded first), so its initial weights come from torch's unseeded
+# generator, different in every process and never reproduced; seeded, a seed's are its own.
+SEEDED_JOEYNMT = (
+    "import runpy, sys, torch; torch.manual_seed(int(sys.argv.pop(1))); "
+    "runpy.run_module('joeynmt', run_name='__main__', alter_sys=True)"
+)
 
 
 def corpus_lengths(
@@ -123,21 +142,29 @@ def batch_label(batch: tuple[int, str]) -> str:
 
 
 def recipe_config(
-    hp: dict, data_hp: dict, work: Path, spm_file: Path, voc: Path, batch: tuple[int, str]
+    hp: dict,
+    data_hp: dict,
+    work: Path,
+    spm_file: Path,
+    voc: Path,
+    batch: tuple[int, str],
+    schedule: str = "recipe",
+    validation_freq: int = 400,
 ) -> dict:
     """A JoeyNMT training config for our architecture (hyperparameters `hp`, `data_hp`) as
     its users would write one: `batch` (size, "token" or "sentence"), its RNN recipes'
-    Adam 1e-3 with the plateau schedule (patience 5, factor 0.5; needs `patch_plateau`)
-    and embeddings N(0, 0.1), its defaults elsewhere; on `work/data`, tokenized by our
+    Adam 1e-3 with the plateau schedule `schedule` (`SCHEDULES`; needs `patch_plateau`),
+    validation every `validation_freq` updates (a multiple of `LOGGING_FREQ`) and
+    embeddings N(0, 0.1), its defaults elsewhere; on `work/data`, tokenized by our
     SentencePiece model `spm_file` with the vocabulary `voc`."""
     training = {"optimizer": "adam", "learning_rate": hp["lr"], "clip_grad_norm": 1.0}
-    training |= {"scheduling": "plateau", "patience": 5, "decrease_factor": 0.5}
+    training |= {"scheduling": "plateau", **SCHEDULES[schedule]}
     # The same loss as ours (its defaults: 0 and "batch"; its Transformer recipes set these).
     training |= {"label_smoothing": hp["label_smoothing"], "normalization": "tokens"}
     training |= {"batch_size": batch[0], "batch_type": batch[1]}
     # The best checkpoint by BLEU; the wall clock stops it (its default: 3 epochs).
-    training |= {"validation_freq": VALIDATION_FREQ, "early_stopping_metric": "bleu"}
-    training |= {"epochs": 1000, "overwrite": True}
+    training |= {"validation_freq": validation_freq, "logging_freq": LOGGING_FREQ}
+    training |= {"early_stopping_metric": "bleu", "epochs": 1000, "overwrite": True}
     side = {"level": "bpe", "tokenizer_type": "sentencepiece", "voc_file": str(voc)}
     side |= {"tokenizer_cfg": {"model_file": str(spm_file)}, "max_length": data_hp["max_len"]}
     data = {"train": str(work / "data" / "train"), "dev": str(work / "data" / "val")}
@@ -176,18 +203,21 @@ def joey_attention(hp: dict) -> str:
 
 def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None, threads=None):
     """Train for `minutes` of wall time from its first epoch, then SIGINT (it saves and
-    exits); with `minutes` None, until its `training.updates` limit. -> its latest
-    checkpoint, updates, minutes, peak RSS and the CPU others took meanwhile."""
+    exits), or until its schedule's minimum learning rate; with `minutes` None, until its
+    `training.updates` limit. Its weights start from torch seeded with `random_seed`
+    (`SEEDED_JOEYNMT`). -> its latest checkpoint, updates, minutes, peak RSS and the CPU
+    others took meanwhile."""
     path, out = work / "joeynmt" / "train.yaml", work / "joeynmt" / "train.log"
     path.write_text(yaml.safe_dump(cfg))
     budget = f"{minutes:g} min" if minutes else f"{cfg['training']['updates']} updates"
-    log(f"training JoeyNMT for {budget} (log: {out})")
+    seed = cfg.get("random_seed", 42)
+    log(f"training JoeyNMT for {budget}, seed {seed} (log: {out})")
     snapshot = cpu_snapshot()
     with open(out, "wb") as f:
         # SIGINT must raise KeyboardInterrupt in it, even if we were started with SIGINT
         # ignored (as `cmd &` in a script does): Python keeps an inherited SIG_IGN.
         proc = subprocess.Popen(
-            [python, "-m", "joeynmt", "train", path, "--skip-test"],
+            [python, "-c", SEEDED_JOEYNMT, str(seed), "train", path, "--skip-test"],
             stdout=f,
             stderr=subprocess.STDOUT,
             cwd=work,
@@ -207,12 +237,44 @@ def train_joeynmt(python: Path, cfg: dict, work: Path, minutes: float | None, th
         raise RuntimeError(f"JoeyNMT ignored SIGINT for 10 minutes; killed (log: {out})")
     spent = (time.monotonic() - start) / 60
     latest = Path(cfg["model_dir"]) / "latest.ckpt"  # a link to <updates>.ckpt
-    stopped = "Interrupt at epoch" if minutes else "maximum num. of updates"
-    if proc.returncode != 0 or not latest.exists() or stopped not in out.read_text():
-        raise RuntimeError(f"JoeyNMT did not stop as expected:\n{out.read_text()[-3000:]}")
+    ends = (STOPPED_BY_SIGINT, STOPPED_AT_MIN_LR) if minutes else (STOPPED_AT_UPDATES,)
+    text = out.read_text(errors="replace")
+    if proc.returncode != 0 or not latest.exists() or not any(e in text for e in ends):
+        raise RuntimeError(f"JoeyNMT did not stop as expected:\n{text[-3000:]}")
     result = {"checkpoint": str(latest.resolve()), "steps": int(latest.resolve().stem)}
     result |= {"minutes": round(spent, 2), "peak_rss_mib": usage.ru_maxrss / 1024}
     return result | {"others_cpu_s": others_cpu_since(snapshot)}
+
+
+def updates_per_minute(python: Path, cfg: dict, work: Path) -> float:
+    """Its training updates per minute under `cfg`, validation excluded: the wall time of
+    `CALIBRATION_UPDATES` updates from its first epoch, in `work`."""
+    training = cfg["training"] | {"updates": CALIBRATION_UPDATES}
+    training["validation_freq"] = CALIBRATION_UPDATES + LOGGING_FREQ  # none while timed
+    cfg = cfg | {"training": training, "model_dir": str(work / "joeynmt" / "model")}
+    trained = train_joeynmt(python, cfg, work, None)
+    return trained["steps"] / trained["minutes"]
+
+
+def validation_freq(updates_per_minute: float, minutes: float) -> int:
+    """The multiple of `LOGGING_FREQ` nearest to a validation every `minutes` (at least one)."""
+    return LOGGING_FREQ * max(1, round(updates_per_minute * minutes / LOGGING_FREQ))
+
+
+def better_final_weights(
+    python: Path, model_dir: Path, val: Path, out: Path, threads
+) -> dict[str, Any]:
+    """Its `best` and `latest` checkpoints (`latest`: the weights it stopped with, never
+    validated) decoding the validation set `val` (PREFIX.de, PREFIX.en[.gz]) as its
+    validation does (greedy, 64 sentences a batch, sacrebleu BLEU of the detokenized
+    output); -> the name of the better ("best" on a tie) and each one's BLEU."""
+    src, refs = write_test_set(out, val)
+    bleu = {}
+    for ckpt in ("best", "latest"):
+        if (model_dir / f"{ckpt}.ckpt").exists():
+            decode_joeynmt(python, model_dir, src, out / ckpt, 1, 64, threads, ckpt)
+            bleu[ckpt] = score(out / ckpt / "hyp.en", refs)["bleu"]
+    return {"decode_from": max(bleu, key=bleu.get), **{f"val_bleu_{k}": v for k, v in bleu.items()}}
 
 
 def _reaped(proc: subprocess.Popen, seconds: float):

@@ -15,9 +15,11 @@ seed (`--seed_everything S --data.seed S`) and `--variants` (`VARIANTS`); with
 so that all get the same machine for the same minutes. JoeyNMT: the same architecture,
 data and SentencePiece model as its users configure it (`joeynmt_peer.recipe_config`),
 with the batch size of its recipes that reaches the best validation BLEU (each trains
-once with the first seed, the best then once per other seed). Every run trains for
-`--minutes` from its first batch, validation included; its best checkpoint by
-validation BLEU decodes `--test` with beam 5 in a fresh process (each tool's own length
+once with the first seed, the best then once per other seed), validating at our runs'
+cadence in minutes, with the first of `--joeynmt-schedules` (each other once, beside it).
+Every run trains for `--minutes` from its first batch, validation included; its best
+checkpoint by validation BLEU (JoeyNMT's final weights, validated after it stops, among
+them) decodes `--test` with beam 5 in a fresh process (each tool's own length
 normalization at alpha 1), `--average K` also each run's K best averaged, `--ensemble`
 each variant's seeds as one ensemble; sacrebleu scores the detokenized, cased output.
 Runs finished with the same settings are kept in `--work-dir` and reused. Output: the
@@ -27,6 +29,7 @@ BLEU at equal updates, ours - JoeyNMT and each ensemble against its members, one
 
 import argparse
 import csv
+import itertools
 import os
 import re
 import shutil
@@ -170,58 +173,106 @@ def ours_tgt_tok_s(run: dict, shared: Shared) -> int:
 
 
 def train_joeynmt_runs(
-    python: Path, work: Path, shared: Shared, args: argparse.Namespace
+    python: Path, work: Path, shared: Shared, ours: list[dict], args: argparse.Namespace
 ) -> tuple[list[dict], list[dict], str]:
-    """JoeyNMT's run of each seed with the batch size chosen, the runs of the search (none
-    when one batch size is given), and the batch size chosen."""
+    """JoeyNMT's runs: with the first of `--joeynmt-schedules` and the batch size chosen,
+    one per seed; with each other schedule, one with the first seed (beside them). Each
+    validates at our runs' cadence in minutes (`ours`). -> those runs, the runs of the
+    batch search (none when one batch size is given), and the batch size chosen."""
     sp = spm.SentencePieceProcessor(model_file=str(shared.spm_file))
     voc = peer.write_joeynmt_data(shared.data_dir, sp, work)
+    cadence = statistics.mean(minutes_per_validation(run) for run in ours)
+    common.log(f"ours validated every {cadence:.2f} minutes: JoeyNMT will too")
 
-    def trained(batch: tuple[int, str], seed: int, name: str) -> dict:
-        cfg = peer.recipe_config(shared.hp, shared.data_hp, work, shared.spm_file, voc, batch)
-        run, key = work / "runs" / name, {"minutes": args.minutes, "batch": peer.batch_label(batch)}
+    def trained(batch: tuple[int, str], schedule: str, seed: int, name: str) -> dict:
+        label = peer.batch_label(batch)
+        freq = peer.validation_freq(calibrated(python, work, shared, voc, batch, args), cadence)
+        cfg = peer.recipe_config(
+            shared.hp, shared.data_hp, work, shared.spm_file, voc, batch, schedule, freq
+        )
+        run, key = work / "runs" / name, {"minutes": args.minutes, "batch": label}
+        key |= {"schedule": schedule, "validation_freq": freq, "init": "seeded"}
+        key |= {"decoded": "the better of best and latest by validation BLEU"}
 
         def make() -> dict:
-            return joeynmt_run(python, cfg, run, seed, shared, args)
+            return joeynmt_run(python, cfg, run, seed, shared, args) | {"schedule": schedule}
 
         return common.kept_or_made(run, key, make, args.retrain)
 
     batches, first, tried = args.joeynmt_batch_configs, args.seeds[0], []
+    schedule, *others = args.joeynmt_schedules
     if len(batches) > 1:
-        tried = [trained(b, first, f"search-joeynmt-{peer.batch_label(b)}") for b in batches]
+        tried = [
+            trained(b, schedule, first, f"search-joeynmt-{peer.batch_label(b)}-{schedule}")
+            for b in batches
+        ]
     scores = [-1.0 if t["val_bleu"] is None else t["val_bleu"] for t in tried]
     chosen = peer.batch_label(batches[scores.index(max(scores))] if tried else batches[0])
     searched = {first: tried[scores.index(max(scores))]} if tried else {}
+    batch = peer.batch_setting(chosen)
     runs = [
-        searched.get(seed)
-        or trained(peer.batch_setting(chosen), seed, f"joeynmt-{chosen}-seed{seed}")
+        searched.get(seed) or trained(batch, schedule, seed, f"joeynmt-{chosen}-{schedule}-{seed}")
         for seed in args.seeds
     ]
-    return runs, tried, chosen
+    beside = [trained(batch, s, first, f"joeynmt-{chosen}-{s}-{first}") for s in others]
+    return runs + [run | {"side": f"joeynmt-{run['schedule']}"} for run in beside], tried, chosen
+
+
+def calibrated(python: Path, work: Path, shared: Shared, voc: Path, batch, args) -> float:
+    """JoeyNMT's updates per minute with `batch` (`peer.updates_per_minute`), kept."""
+    cfg = peer.recipe_config(shared.hp, shared.data_hp, work, shared.spm_file, voc, batch)
+    run = work / "runs" / f"calibrate-joeynmt-{peer.batch_label(batch)}"
+
+    def make() -> dict:
+        shutil.rmtree(run, ignore_errors=True)
+        (run / "joeynmt").mkdir(parents=True)
+        rate = peer.updates_per_minute(python, cfg, run)
+        common.log(f"JoeyNMT {peer.batch_label(batch)}: {rate:.1f} updates a minute")
+        return {"updates_per_minute": rate, "code": args.code}
+
+    key = {"batch": peer.batch_label(batch), "updates": peer.CALIBRATION_UPDATES}
+    return common.kept_or_made(run, key, make, args.retrain)["updates_per_minute"]
+
+
+def minutes_per_validation(run: dict) -> float:
+    """A run of ours' median wall minutes between validations: its median gap in updates
+    (CSV log) at its mean minutes per update (validation included)."""
+    steps = sorted(_validations(Path(run["checkpoint"]).parents[1]))  # logged: updates - 1
+    gaps = [b - a for a, b in itertools.pairwise([-1, *steps])]
+    return statistics.median(gaps) * run["train_s"] / 60 / run["timed_updates"]
 
 
 def joeynmt_run(python: Path, cfg: dict, run: Path, seed: int, shared: Shared, args) -> dict:
-    """`cfg` trained into `run/joeynmt` with `seed`; -> its figures."""
+    """`cfg` trained into `run/joeynmt` with `seed`, its final weights weighed against its
+    best (`peer.better_final_weights`); -> its figures."""
     shutil.rmtree(run, ignore_errors=True)
     (run / "joeynmt").mkdir(parents=True)
     cfg = cfg | {"model_dir": str(run / "joeynmt" / "model"), "random_seed": seed}
     trained = peer.train_joeynmt(python, cfg, run, args.minutes)
-    batch = (cfg["training"]["batch_size"], cfg["training"]["batch_type"])
+    model_dir = Path(cfg["model_dir"])
+    final = peer.better_final_weights(
+        python, model_dir, shared.data_dir / "val", run / "final", args.threads
+    )
+    training = cfg["training"]
+    batch, freq = (training["batch_size"], training["batch_type"]), training["validation_freq"]
     per_update = peer.real_tgt_tokens_per_update(shared.lengths, *batch)
     train_s = trained["minutes"] * 60
     rates = peer.logged_rates((run / "joeynmt" / "train.log").read_text(errors="replace"))
     return {
         "side": "joeynmt",
-        "config": peer.batch_label(batch),
+        "config": f"{peer.batch_label(batch)} val/{freq} {final['decode_from']}",
+        "batch": peer.batch_label(batch),
         "seed": seed,
         "updates": trained["steps"],
-        "val_bleu": max(peer.validation_bleu(Path(cfg["model_dir"])), default=None),
+        "val_bleu": max(v for k, v in final.items() if k.startswith("val_bleu")),
         "train_s": round(train_s, 1),
         "train_peak_rss_mib": round(trained["peak_rss_mib"]),
         "others_cpu_s": trained["others_cpu_s"],
         "tgt_tok_s": round(trained["steps"] * per_update / train_s),
         "log_tok_s": statistics.median(rates) if rates else None,
         "model_dir": cfg["model_dir"],
+        "validations": len(peer.validation_bleu(model_dir)),
+        **final,
         "code": args.code,
     }
 
@@ -244,10 +295,10 @@ def decode_all(runs: list[dict], work: Path, args, python: Path | None, figures:
 
     for run in runs:
         side, seed = run["side"], run["seed"]
-        if side == "joeynmt":
-            out, model_dir = work / "decode" / f"joeynmt-seed{seed}", Path(run["model_dir"])
-            threads, batch = args.threads, JOEY_TEST_BATCH
-            found = peer.decode_joeynmt(python, model_dir, src, out, BEAM, batch, threads, "best")
+        if side.startswith("joeynmt"):
+            out, model_dir = work / "decode" / f"{side}-seed{seed}", Path(run["model_dir"])
+            threads, batch, ckpt = args.threads, JOEY_TEST_BATCH, run["decode_from"]
+            found = peer.decode_joeynmt(python, model_dir, src, out, BEAM, batch, threads, ckpt)
             scored({"side": side, "kind": "best", "seed": seed, **found}, out / "hyp.en")
             continue
         models = {"best": Path(run["checkpoint"])}
@@ -365,7 +416,7 @@ def _summary_row(name: str, s: dict) -> list[str]:
 
 def report(runs: list[dict], decodings: list[dict], tried: list[dict], figures: dict) -> None:
     """The tables and the verdicts; then one JSON line."""
-    at_equal = validation_at([r for r in runs if r["side"] != "joeynmt"])
+    at_equal = validation_at([r for r in runs if not r["side"].startswith("joeynmt")])
     best = {(d["side"], d["seed"]): d for d in decodings if d["kind"] == "best"}
     header = ["side", "config", "seed", "updates", "val BLEU", "test BLEU", "chrF"]
     header += ["train RSS MiB", "tgt tok/s", "log tok/s", "others CPU s", "code"]
@@ -385,7 +436,7 @@ def report(runs: list[dict], decodings: list[dict], tried: list[dict], figures: 
             equal = f"{common.mean_sd_text(f['mean'], f['sd'])} ({f['n']} runs)"
             print(f"{side}: validation BLEU at {at_equal['updates']} updates {equal}")
     for t in tried:
-        chosen = " (chosen)" * (t["config"] == figures["joeynmt_batch"])
+        chosen = " (chosen)" * (t["batch"] == figures["joeynmt_batch"])
         print(f"JoeyNMT {t['config']} tried, seed {t['seed']}: val BLEU {t['val_bleu']}{chosen}")
     print(f"BLEU signature: {figures['bleu_signature']}")
     print(f"chrF signature: {figures['chrf_signature']}")
@@ -436,6 +487,14 @@ def parse_args() -> argparse.Namespace:
         metavar="N[tok|sent]",
         help=f"JoeyNMT's batch sizes to try (one: no search); default {peer.RECIPE_BATCHES}",
     )
+    p.add_argument(
+        "--joeynmt-schedules",
+        nargs="+",
+        choices=list(peer.SCHEDULES),
+        default=list(peer.SCHEDULES),
+        help="JoeyNMT's plateau schedules (peer.SCHEDULES): the first for the comparison, "
+        "each other with the first seed beside it (default recipe toy)",
+    )
     p.add_argument("--retrain", action="store_true", help="train anew, not reusing kept runs")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="for decoding")
     args = p.parse_args()
@@ -459,7 +518,7 @@ def main() -> None:
     python, tried = None, []
     if not args.no_joeynmt:
         python = peer.ensure_joeynmt()
-        joey, tried, figures["joeynmt_batch"] = train_joeynmt_runs(python, work, shared, args)
+        joey, tried, figures["joeynmt_batch"] = train_joeynmt_runs(python, work, shared, runs, args)
         runs += joey
     decodings = decode_all(runs, work, args, python, figures)
     report(runs, decodings, tried, figures | {"throughput": THROUGHPUT})

@@ -1,5 +1,6 @@
 """benchmarks/quality.py: each kind of decoding over seeds, paired with the first; each
-ensemble against its members; the runs compared at equal updates; a run's updates."""
+ensemble against its members; the runs compared at equal updates; a run's updates;
+JoeyNMT validating at our cadence, with its recipe's schedule."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -69,11 +70,7 @@ def test_runs_are_compared_at_the_fewest_updates_any_validated_at(
         ("ema", [(250, "40.0")]),
     ]:
         run = tmp_path / f"{side}-{len(trained)}"
-        log = run / "lightning_logs" / "version_0"
-        log.mkdir(parents=True)
-        rows = ["epoch,step,train_loss,val_bleu", "0,50,2.0,"]
-        rows += [f"{i},{step},,{bleu}" for i, (step, bleu) in enumerate(logged)]
-        (log / "metrics.csv").write_text("\n".join(rows) + "\n")
+        _csv_log(run, logged)
         trained.append({"side": side, "checkpoint": str(run / "checkpoints" / "best.ckpt")})
 
     found = quality.validation_at(trained)
@@ -82,6 +79,53 @@ def test_runs_are_compared_at_the_fewest_updates_any_validated_at(
     assert found["ours"]["mean"] == 31.0 and found["ema"]["mean"] == 32.0  # not 33.0 or 40.0
     assert found["ours"]["n"] == 1 and found["ema"]["n"] == 1  # the third validated later
     assert [t["val_bleu_at_equal_updates"] for t in trained] == [31.0, 32.0, None]
+
+
+def _csv_log(run: Path, logged: list[tuple[int, str]]) -> None:
+    """A Lightning CSV log in `run` with a training row, then `logged` (step, val_bleu)."""
+    log = run / "lightning_logs" / "version_0"
+    log.mkdir(parents=True)
+    rows = ["epoch,step,train_loss,val_bleu", "0,50,2.0,"]
+    rows += [f"{i},{step},,{bleu}" for i, (step, bleu) in enumerate(logged)]
+    (log / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_joeynmt_validates_at_our_cadence_in_minutes(quality: ModuleType, tmp_path: Path) -> None:
+    """Ours validated at epoch ends (every 119 updates) and once more at the time limit
+    (update 400); 420 updates in 1,680 s: 4 s an update, 119 x 4 / 60 minutes between
+    validations. At 90 of its updates a minute, JoeyNMT validates every 714 updates,
+    to the multiple of its logging interval (20) nearest: 720."""
+    _csv_log(tmp_path, [(118, "10.0"), (237, "20.0"), (356, "25.0"), (399, "26.0")])
+    run = {"checkpoint": str(tmp_path / "checkpoints" / "best.ckpt")}
+    minutes = quality.minutes_per_validation(run | {"train_s": 1680.0, "timed_updates": 420})
+
+    assert minutes == pytest.approx(119 * 4 / 60)
+    assert quality.peer.validation_freq(90.0, minutes) == 720
+    assert quality.peer.validation_freq(1.0, minutes) == 20  # at least one logging interval
+
+
+@pytest.mark.parametrize(
+    ("schedule", "patience", "min_lr"), [("recipe", 1, 5e-5), ("toy", 5, None)]
+)
+def test_joeynmt_config_follows_the_named_recipe(
+    quality: ModuleType, tmp_path: Path, schedule: str, patience: int, min_lr: float | None
+) -> None:
+    """`recipe`: iwslt_envi_xnmt.yaml's plateau (patience 1, factor 0.5, minimum 5e-5);
+    `toy`: 2.3.0's toy recipes' (patience 5, its default minimum). Validation every
+    `validation_freq` updates, a multiple of its logging interval as JoeyNMT demands."""
+    hp = {"lr": 1e-3, "label_smoothing": 0.1, "cell": "gru", "hidden_size": 8}
+    hp |= {"embed_dim": 8, "dropout": 0.3, "encoder_layers": 1, "decoder_layers": 1}
+    hp |= {"bidirectional": True, "attention": "luong", "attention_score": "additive"}
+    batch, spm_file, voc = (2000, "token"), tmp_path / "spm.model", tmp_path / "voc.txt"
+    cfg = quality.peer.recipe_config(
+        hp, {"max_len": 80}, tmp_path, spm_file, voc, batch, schedule, 720
+    )
+
+    training = cfg["training"]
+    assert (training["patience"], training["decrease_factor"]) == (patience, 0.5)
+    assert training.get("learning_rate_min") == min_lr
+    assert training["validation_freq"] == 720 and 720 % training["logging_freq"] == 0
+    assert cfg["model"]["decoder"]["attention"] == "bahdanau"  # its name for additive scores
 
 
 def test_updates_are_the_logs_not_the_last_saves(
