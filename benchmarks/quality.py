@@ -15,8 +15,8 @@ seed (`--seed_everything S --data.seed S`) and `--variants` (`VARIANTS`); with
 so that all get the same machine for the same minutes. JoeyNMT: the same architecture,
 data and SentencePiece model as its users configure it (`joeynmt_peer.recipe_config`),
 with the batch size of its recipes that reaches the best validation BLEU (each trains
-once with the first seed, the best then once per other seed), validating at our runs'
-cadence in minutes, with the first of `--joeynmt-schedules` (each other once, beside it).
+once with the first seed, the best then once per other seed), validating at our first
+run's cadence in minutes, with the first of `--joeynmt-schedules` (each other once, beside it).
 Every run trains for `--minutes` from its first batch, validation included; its best
 checkpoint by validation BLEU (JoeyNMT's final weights, validated after it stops, among
 them) decodes `--test` with beam 5 in a fresh process (each tool's own length
@@ -177,12 +177,15 @@ def train_joeynmt_runs(
 ) -> tuple[list[dict], list[dict], str]:
     """JoeyNMT's runs: with the first of `--joeynmt-schedules` and the batch size chosen,
     one per seed; with each other schedule, one with the first seed (beside them). Each
-    validates at our runs' cadence in minutes (`ours`). -> those runs, the runs of the
-    batch search (none when one batch size is given), and the batch size chosen."""
+    validates at the cadence in minutes of our first run (`ours[0]`: the same whichever
+    seeds an invocation adds). -> those runs, the runs of the batch search (none when
+    one batch size is given), and the batch size chosen."""
     sp = spm.SentencePieceProcessor(model_file=str(shared.spm_file))
     voc = peer.write_joeynmt_data(shared.data_dir, sp, work)
-    cadence = statistics.mean(minutes_per_validation(run) for run in ours)
-    common.log(f"ours validated every {cadence:.2f} minutes: JoeyNMT will too")
+    cadence = minutes_per_validation(ours[0])
+    common.log(
+        f"ours validated every {cadence:.2f} minutes (seed {ours[0]['seed']}): so will JoeyNMT"
+    )
 
     def trained(batch: tuple[int, str], schedule: str, seed: int, name: str) -> dict:
         label = peer.batch_label(batch)
