@@ -2,12 +2,14 @@
 
 `Ensemble` has the interface search needs (`encode`, `decode_step`, `log_probs`; see
 seq2seq.search), so greedy, beam, n-best, length penalties and constraints work on it
-unchanged. The models may differ in cell, sizes and attention; they must share the
+unchanged; `features`, all steps of a given target at once, serves scoring
+(seq2seq.scoring). The models may differ in cell, sizes and attention; they must share the
 vocabulary, and tell the width of their decoder outputs (`output_size`). Each step runs
 every model's decoder once over the same rows: nothing is recomputed, and beam search
 still scores only the rows of open beams.
 
-Shapes: N rows, V target vocabulary, F_m decoder output size of model m.
+Shapes: N rows, B batch, S source length, T target length, V target vocabulary, F_m
+decoder output size of model m.
 """
 
 import math
@@ -70,6 +72,12 @@ class Ensemble(nn.Module):
         ]
         outputs = torch.cat([out for out, _, _ in steps], dim=-1)  # (N, sum F_m)
         return outputs, PerModel(st for _, st, _ in steps), steps[0][2]
+
+    def features(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced: (B, S) source, (B,) lengths, (B, T) BOS + target -> (B, T, sum F_m)
+        the models' decoder outputs side by side, as `decode_step` gives them step by step."""
+        outputs = [model.features(src, src_lengths, tgt_in) for model in self.models]
+        return torch.cat(outputs, dim=-1)  # (B, T, sum F_m)
 
     def log_probs(self, outputs: Tensor) -> Tensor:
         """(N, sum F_m) rows of `decode_step` outputs -> (N, V) combined log-probabilities."""

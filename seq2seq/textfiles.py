@@ -36,6 +36,15 @@ def open_text_lines(path: str) -> Iterator[str]:
     return _decoded_lines(stream, path)
 
 
+def count_lines(path: str) -> int:
+    """The number of lines `open_text_lines` reads from a file (UserError if it cannot be read)."""
+    try:
+        with open(path, "rb") as stream:
+            return sum(1 for _ in stream)
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from err
+
+
 def _decoded_lines(opened: AbstractContextManager[BinaryIO], path: str) -> Iterator[str]:
     invalid = []
     with opened as stream:

@@ -186,7 +186,7 @@ class Translator:
             "no_repeat_ngram": no_repeat_ngram,
             "return_attention": attention,
         }
-        source_ids = self._encode_sources(sentences, first_line)
+        source_ids = self.encode_sources(sentences, first_line)
         todo = [i for i, ids in enumerate(source_ids) if ids]
         results = [[EMPTY] * nbest for _ in sentences]
         lengths = [len(source_ids[i]) for i in todo]
@@ -239,7 +239,7 @@ class Translator:
         self, rows: list[list[int]], beam_size: int, nbest: int, options: dict[str, Any]
     ) -> list[list[Translation]]:
         """Decode one batch of source id lists."""
-        src, src_lengths = self._pad(rows)
+        src, src_lengths = self.pad(rows)
         if beam_size == 1:
             found = [[h] for h in greedy_search(self.model, src, src_lengths, **options)]
         else:
@@ -257,7 +257,7 @@ class Translator:
         options: dict[str, Any],
     ) -> list[list[Translation]]:
         """Draw `nbest` translations of each of one batch of source id lists."""
-        src, src_lengths = self._pad(rows)
+        src, src_lengths = self.pad(rows)
         found = sample_search(
             self.model,
             src,
@@ -277,8 +277,9 @@ class Translator:
         weights = None if attention is None else attention.float().cpu().numpy()
         return Translation(text, hypothesis.score, hypothesis.log_prob, hypothesis.tokens, weights)
 
-    def _encode_sources(self, sentences: list[str], first_line: int) -> list[list[int]]:
-        """Source ids per sentence; over-long ones are truncated, with one warning."""
+    def encode_sources(self, sentences: list[str], first_line: int) -> list[list[int]]:
+        """Source ids per sentence, as decoding reads them: stripped, over-long ones
+        truncated to `max_src_len` with one warning numbering the lines from `first_line`."""
         source_ids = self.tokenizer.encode_src([s.strip() for s in sentences])
         if self.max_src_len is None:
             return source_ids
@@ -293,13 +294,14 @@ class Translator:
             )
         return [ids[: self.max_src_len] for ids in source_ids]
 
-    def _pad(self, sequences: list[list[int]]) -> tuple[Tensor, Tensor]:
-        """(B, S) padded source ids and (B,) lengths on the model's device."""
+    def pad(self, sequences: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """(B, L) id lists right-padded with the model's pad id, and their (B,) lengths, on
+        the model's device: a batch of sources, or of target inputs or outputs."""
         lengths = torch.tensor([len(s) for s in sequences])
-        src = torch.full((len(sequences), int(lengths.max())), self.model.pad_id)
+        padded = torch.full((len(sequences), int(lengths.max())), self.model.pad_id)  # (B, L)
         for row, ids in enumerate(sequences):
-            src[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return src.to(self.device), lengths.to(self.device)
+            padded[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return padded.to(self.device), lengths.to(self.device)
 
 
 def _model_and_tokenizer(checkpoint: dict[str, Any], path: str | Path) -> tuple[Seq2Seq, Tokenizer]:

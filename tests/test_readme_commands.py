@@ -114,7 +114,7 @@ PLACEHOLDERS = {  # paths the docs name for the reader's own files, made by no c
     "runs/en-de/checkpoints/best.ckpt",
 }
 INPUT_OPTIONS = {  # options whose values are files or folders that must exist
-    *("--checkpoint", "--input", "--hyp", "--ref", "--src", "--inputs", "--run-dir"),
+    *("--checkpoint", "--input", "--hyp", "--ref", "--src", "--tgt", "--inputs", "--run-dir"),
     *("--config", "--ckpt_path", "--init_from", "--data.train", "--data.val", "--data.test"),
     *("--data.spm_model", "--data.spm_tgt_model", "--source", "--configs", "--data-dir"),
     "--joeynmt-model-dir",
