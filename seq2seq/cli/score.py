@@ -6,12 +6,11 @@ import logging
 import sys
 from collections.abc import Iterator
 from itertools import islice
-from typing import TextIO, get_args
+from typing import TextIO
 
 from tqdm import tqdm
 
-from seq2seq.cli.translate import CHUNK_LINES
-from seq2seq.ensemble import EnsembleRule
+from seq2seq.cli.translate import CHUNK_LINES, add_checkpoint_argument, add_model_arguments
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.scoring import BATCH_TOKENS, PairScore, score_pairs
 from seq2seq.textfiles import atomic_output, count_lines, open_text_lines
@@ -20,12 +19,7 @@ from seq2seq.translator import Translator
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        nargs="+",
-        help="a .ckpt written by scripts/train.py; several: their ensemble",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--src", required=True, help="source text, one sentence a line")
     parser.add_argument("--tgt", required=True, help="its translations, line by line")
     parser.add_argument("--output", default="-", help="where scores go (- = stdout)")
@@ -41,14 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=BATCH_TOKENS,
         help=f"padded source or target tokens per batch (default {BATCH_TOKENS})",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.add_argument(
-        "--ensemble-rule",
-        choices=get_args(EnsembleRule),
-        default="logprob",
-        help="with several checkpoints: average their log-probabilities (logprob, default) "
-        "or take the log of their mean probability (prob), as translate.py does",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--progress", action="store_true", help="progress bar even without a tty")
     return parser
 

@@ -32,7 +32,8 @@ class Terminated(Exception):
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by translate.py and evaluate.py --checkpoint."""
+    """Options shared by translate.py and evaluate.py --checkpoint (but --checkpoint)."""
+    add_model_arguments(parser)
     group = parser.add_argument_group("decoding")
     group.add_argument("--beam-size", type=int, default=5, help="beam width (default 5)")
     group.add_argument("--greedy", action="store_true", help="greedy search (same as beam 1)")
@@ -64,14 +65,6 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         default=BATCH_TOKENS,
         help=f"source tokens times beam size per batch (default {BATCH_TOKENS})",
     )
-    group.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    group.add_argument(
-        "--ensemble-rule",
-        choices=get_args(EnsembleRule),
-        default="logprob",
-        help="with several checkpoints: average their log-probabilities (logprob, default) "
-        "or take the log of their mean probability (prob)",
-    )
     group.add_argument(
         "--precision",
         choices=get_args(Precision),
@@ -81,6 +74,29 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--progress", action="store_true", help="progress bar even without a tty")
     add_sampling_arguments(parser)
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, required: one model or an ensemble."""
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a .ckpt written by scripts/train.py; several: their ensemble",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --ensemble-rule: where the checkpoints run and how several combine."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    group.add_argument(
+        "--ensemble-rule",
+        choices=get_args(EnsembleRule),
+        default="logprob",
+        help="with several checkpoints: average their log-probabilities (logprob, default) "
+        "or take the log of their mean probability (prob)",
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,12 +171,7 @@ def sampling_options(args: argparse.Namespace) -> Sampling | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        nargs="+",
-        help="a .ckpt written by scripts/train.py; several: their ensemble",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- = stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- = stdout)")
     parser.add_argument(
