@@ -291,11 +291,12 @@ def _reaped(proc: subprocess.Popen, seconds: float):
         time.sleep(0.2)
 
 
-def validation_bleu(model_dir: Path) -> list[float]:
-    """The validation BLEU scores (greedy) in its model folder's `validations.txt`, in order."""
+def validation_bleu(model_dir: Path) -> dict[int, float]:
+    """update -> validation BLEU (greedy), in order, from its model folder's `validations.txt`."""
     path = model_dir / "validations.txt"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    return [float(score) for score in re.findall(r"\tbleu: ([\d.]+)", text)]
+    found = re.findall(r"^Steps: (\d+)\t.*\tbleu: ([\d.]+)", text, flags=re.MULTILINE)
+    return {int(step): float(score) for step, score in found}
 
 
 def logged_rates(log_text: str) -> list[float]:

@@ -24,7 +24,8 @@ normalization at alpha 1), `--average K` also each run's K best averaged, `--ens
 each variant's seeds as one ensemble; sacrebleu scores the detokenized, cased output.
 Runs finished with the same settings are kept in `--work-dir` and reused. Output: the
 runs, each kind of decoding's mean ± sd over seeds (paired with the first), validation
-BLEU at equal updates, ours - JoeyNMT and each ensemble against its members, one JSON line.
+BLEU at equal updates, ours - JoeyNMT and each ensemble against its members, one JSON line;
+and `--plot`: validation BLEU against training minutes, each side's mean over seeds in a band.
 """
 
 import argparse
@@ -48,6 +49,8 @@ from benchmarks import common
 from benchmarks import joeynmt_peer as peer
 from seq2seq.batching import TokenBatchSampler, example_cost
 from seq2seq.checkpoint import run_checkpoints
+from seq2seq.errors import UserError
+from seq2seq.plots import save_score_over_time_plot
 
 CONFIG = common.REPO / "configs" / "multi30k_gru_luong_additive.yaml"
 BEAM = 5
@@ -68,6 +71,7 @@ THROUGHPUT = (
     'log tok/s: the median of JoeyNMT\'s logged "Tokens per Sec" (the same tokens, validation '
     "excluded); ours logs none."
 )
+SIDE_LABELS = {"ours": "ours", "joeynmt": "JoeyNMT 2.3.0", "joeynmt-toy": "JoeyNMT, toy schedule"}
 JOEY_NOTE = "JoeyNMT: verbose= dropped from its ReduceLROnPlateau call in its venv (torch 2.13)"
 
 
@@ -398,6 +402,35 @@ def _validations(run: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["val_bleu"]) for r in csv.DictReader(f) if r["val_bleu"]}
 
 
+def validation_curve(run: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A run's validation BLEU against its training minutes: each validation at its updates
+    x the run's mean minutes per update (validation included), JoeyNMT's final weights
+    (validated after it stops) at its last update. -> (minutes, BLEU)."""
+    if run["side"].startswith("joeynmt"):
+        bleu = peer.validation_bleu(Path(run["model_dir"])) | {
+            run["updates"]: run["val_bleu_latest"]
+        }
+        minutes_per_update = run["train_s"] / 60 / run["updates"]
+    else:
+        logged = _validations(Path(run["checkpoint"]).parents[1])  # at updates - 1
+        bleu = {step + 1: score for step, score in logged.items()}
+        minutes_per_update = run["train_s"] / 60 / run["timed_updates"]
+    updates = np.array(sorted(bleu))
+    return updates * minutes_per_update, np.array([bleu[u] for u in updates])
+
+
+def write_bleu_over_time(runs: list[dict], path: Path) -> None:
+    """Validation BLEU against training minutes, one colour per side (its runs' mean and
+    ± sd band: `plots.save_score_over_time_plot`), to the PNG file `path`."""
+    sides: dict[str, list] = {}
+    for run in runs:
+        label = SIDE_LABELS.get(run["side"], run["side"])
+        sides.setdefault(label, []).append(validation_curve(run))
+    xlabel = "training minutes (validation included), 2 CPU cores"
+    save_score_over_time_plot(sides, path, "validation BLEU (greedy)", xlabel)
+    common.log(f"validation BLEU over time: {path}")
+
+
 def _cell(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -498,6 +531,11 @@ def parse_args() -> argparse.Namespace:
         help="JoeyNMT's plateau schedules (peer.SCHEDULES): the first for the comparison, "
         "each other with the first seed beside it (default recipe toy)",
     )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        help="PNG of validation BLEU over training minutes (default WORK_DIR/bleu_over_time.png)",
+    )
     p.add_argument("--retrain", action="store_true", help="train anew, not reusing kept runs")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="for decoding")
     args = p.parse_args()
@@ -523,6 +561,10 @@ def main() -> None:
         python = peer.ensure_joeynmt()
         joey, tried, figures["joeynmt_batch"] = train_joeynmt_runs(python, work, shared, runs, args)
         runs += joey
+    try:
+        write_bleu_over_time(runs, args.plot or work / "bleu_over_time.png")
+    except UserError as err:  # no matplotlib
+        common.log(f"no plot of validation BLEU over time: {err}")
     decodings = decode_all(runs, work, args, python, figures)
     report(runs, decodings, tried, figures | {"throughput": THROUGHPUT})
 

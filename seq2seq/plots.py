@@ -1,7 +1,8 @@
 """Plots (matplotlib, the optional extra `plot`): attention heat maps, gradient flow through
-time, training curves. Each is written to a PNG file atomically."""
+time, training curves, a score against training minutes over seeds. Each is written to a
+PNG file atomically."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,40 @@ def save_metrics_plot(runs: Mapping[str, Mapping[str, Series]], path: Path) -> N
     handles = [Line2D([], [], color=f"C{i}", label=label) for i, label in enumerate(runs)]
     figure.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), fontsize=8)
     _save(figure, path, top=1 - 0.4 / height)  # 0.4 inch for the legend
+
+
+def mean_and_sd(curves: Sequence[Series], points: int = 200) -> tuple[np.ndarray, ...]:
+    """The runs' `curves` ((x, y), x increasing) linearly interpolated at `points` x from
+    the latest first x to the earliest last x, where every run has a value -> (x, mean,
+    sample sd; zeros for one run)."""
+    start, end = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
+    if start > end:
+        raise ValueError(f"the curves share no x: from {start:g} to {end:g}")
+    grid = np.linspace(start, end, points)
+    values = np.stack([np.interp(grid, x, y) for x, y in curves])  # (runs, points)
+    sd = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(points)
+    return grid, values.mean(axis=0), sd
+
+
+def save_score_over_time_plot(
+    sides: Mapping[str, Sequence[Series]], path: Path, ylabel: str, xlabel: str
+) -> None:
+    """One colour per side: each run's curve thin, the mean over its runs in a band of
+    ± one sd where they overlap (`mean_and_sd`). `sides[label]` = the runs' (x, y)."""
+    figure = _figure(7.5, 4.5)
+    axes = figure.subplots()
+    for index, (label, curves) in enumerate(sides.items()):
+        colour = f"C{index}"
+        for x, y in curves:
+            axes.plot(x, y, ".-", color=colour, alpha=0.35, linewidth=0.8, markersize=4)
+        grid, mean, sd = mean_and_sd(curves)
+        axes.plot(grid, mean, color=colour, linewidth=2, label=f"{label} ({len(curves)} runs)")
+        axes.fill_between(grid, mean - sd, mean + sd, color=colour, alpha=0.2, linewidth=0)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right", fontsize=9)
+    _save(figure, path)
 
 
 def check_labels(labels: list[str], items: list[str], what: str) -> None:

@@ -1,4 +1,4 @@
-"""Attention heat maps, gradient flow and training curves."""
+"""Attention heat maps, gradient flow, training curves and scores over time."""
 
 from pathlib import Path
 
@@ -8,9 +8,11 @@ import pytest
 from seq2seq.errors import UserError
 from seq2seq.plots import (
     check_labels,
+    mean_and_sd,
     save_attention_plot,
     save_gradient_flow_plot,
     save_metrics_plot,
+    save_score_over_time_plot,
 )
 
 
@@ -62,3 +64,31 @@ def test_labels_must_match_and_differ() -> None:
         check_labels(["a"], ["x", "y"], "runs")
     with pytest.raises(UserError, match="must differ"):
         check_labels(["a", "a"], ["x", "y"], "runs")
+
+
+def test_runs_are_averaged_where_they_overlap() -> None:
+    """y = x from 0 to 10 and y = x + 2 from 1 to 9 (two points each): on the common span
+    1..9 the mean is x + 1 and the sample sd of two values 2 apart is sqrt(2)."""
+    curves = [
+        (np.array([0.0, 10.0]), np.array([0.0, 10.0])),
+        (np.array([1.0, 9.0]), np.array([3.0, 11.0])),
+    ]
+    grid, mean, sd = mean_and_sd(curves, points=5)
+
+    np.testing.assert_allclose(grid, [1.0, 3.0, 5.0, 7.0, 9.0])
+    np.testing.assert_allclose(mean, grid + 1.0)
+    np.testing.assert_allclose(sd, np.full(5, np.sqrt(2.0)))
+    _, alone, no_sd = mean_and_sd(curves[:1], points=3)
+    np.testing.assert_allclose(alone, [0.0, 5.0, 10.0])
+    assert not no_sd.any()
+    with pytest.raises(ValueError, match="share no x"):
+        mean_and_sd([(np.array([0.0, 1.0]), np.zeros(2)), (np.array([2.0, 3.0]), np.zeros(2))])
+
+
+def test_score_over_time_plot(tmp_path: Path) -> None:
+    minutes = np.array([2.5, 5.0, 7.5, 10.0])
+    sides = {"ours": [(minutes, minutes * 3), (minutes + 0.2, minutes * 3 + 1)]}
+    sides["peer"] = [(minutes, minutes * 2)]
+    save_score_over_time_plot(sides, tmp_path / "bleu.png", "validation BLEU", "minutes")
+    assert (tmp_path / "bleu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["bleu.png"]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,6 +89,31 @@ def _csv_log(run: Path, logged: list[tuple[int, str]]) -> None:
     rows = ["epoch,step,train_loss,val_bleu", "0,50,2.0,"]
     rows += [f"{i},{step},,{bleu}" for i, (step, bleu) in enumerate(logged)]
     (log / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_validation_curves_put_each_side_in_minutes(quality: ModuleType, tmp_path: Path) -> None:
+    """Ours: validations logged at updates - 1, at its Timer's seconds per update as of its
+    last save (420 updates in 1,680 s: 4 s); JoeyNMT: its validations.txt at its seconds
+    per update (2 s), then its final weights' score at its last update."""
+    _csv_log(tmp_path / "ours", [(118, "10.0"), (237, "20.0")])
+    ours = {"side": "ours", "checkpoint": str(tmp_path / "ours" / "checkpoints" / "best.ckpt")}
+    ours |= {"train_s": 1680.0, "timed_updates": 420}
+    model_dir = tmp_path / "joeynmt"
+    model_dir.mkdir()
+    lines = [
+        f"Steps: {s}\tloss: 3.0\tacc: 0.3\tppl: 20.0\tbleu: {b}\tLR: 0.001\t*"
+        for s, b in [(60, 1.5), (120, 4.25)]
+    ]
+    (model_dir / "validations.txt").write_text("\n".join(lines) + "\n")
+    joey = {"side": "joeynmt", "model_dir": str(model_dir), "train_s": 300.0, "updates": 150}
+    joey["val_bleu_latest"] = 5.0
+
+    minutes, bleu = quality.validation_curve(ours)
+    np.testing.assert_allclose(minutes, [119 * 4 / 60, 238 * 4 / 60])
+    np.testing.assert_allclose(bleu, [10.0, 20.0])
+    minutes, bleu = quality.validation_curve(joey)
+    np.testing.assert_allclose(minutes, [2.0, 4.0, 5.0])
+    np.testing.assert_allclose(bleu, [1.5, 4.25, 5.0])
 
 
 def test_joeynmt_validates_at_our_cadence_in_minutes(quality: ModuleType, tmp_path: Path) -> None:
