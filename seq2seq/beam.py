@@ -11,6 +11,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from seq2seq.search_rules import Scoring
+
 
 @dataclass
 class Beams:
@@ -21,19 +23,21 @@ class Beams:
     min_lens: Tensor  # (B',) tokens before which EOS is banned
     scores: Tensor  # (B', K) sums of log-probs; -inf for a dead beam
     tokens: Tensor  # (B'*K, t) tokens so far
-    attention: Tensor | None  # (B'*K, t, S) weights of each token; None if the model gives none
+    attention: Tensor | None  # (B'*K, t, S) weights of each token; None if not asked for
+    coverage: Tensor | None  # (B'*K, S) attention summed over the tokens; None if not scored
     top_finished: Tensor  # (B', N) best normalized scores finished so far, best first, or -inf
 
     @classmethod
     def start(cls, max_lens: Tensor, min_lens: Tensor, beam_size: int, nbest: int) -> "Beams":
-        """Only beam 0 of each sentence is live, so that the K beams do not repeat each other."""
+        """Only beam 0 of each sentence is live, so that the K beams do not repeat each other.
+        No coverage yet: the search sets it from the first step's attention."""
         batch, device = max_lens.size(0), max_lens.device
         scores = torch.full((batch, beam_size), -math.inf, device=device)  # (B, K)
         scores[:, 0] = 0.0
         tokens = max_lens.new_empty((batch * beam_size, 0))  # (B*K, 0)
         top_finished = torch.full((batch, nbest), -math.inf, device=device)  # (B, N)
         rows = torch.arange(batch, device=device)
-        return cls(rows, max_lens, min_lens, scores, tokens, None, top_finished)
+        return cls(rows, max_lens, min_lens, scores, tokens, None, None, top_finished)
 
     def select(self, keep: Tensor, flat_keep: Tensor) -> "Beams":
         """Keep the sentences `keep` (B'',), whose beam rows are `flat_keep` (B''*K,)."""
@@ -44,6 +48,7 @@ class Beams:
             self.scores[keep],
             self.tokens[flat_keep],
             None if self.attention is None else self.attention[flat_keep],
+            None if self.coverage is None else self.coverage[flat_keep],
             self.top_finished[keep],
         )
 
@@ -62,16 +67,16 @@ class Beams:
         merged = torch.cat([self.top_finished, scores], dim=1)  # (B', N+C)
         self.top_finished = merged.topk(self.top_finished.size(1), dim=1).values
 
-    def can_improve(self, penalties: Tensor) -> Tensor:
+    def can_improve(self, scoring: Scoring) -> Tensor:
         """(B',) whether some live beam could still beat the nbest-th finished hypothesis.
 
-        `penalties` (T+1,) holds lp(L) at index L. A live beam's log-prob s <= 0 can only
-        fall as it grows, to s' <= s at a final length L <= max_len; lp is positive and
-        nondecreasing in L, so its final score s' / lp(L) <= s / lp(L) <= s / lp(max_len).
-        Dead beams (-inf) never improve.
+        A live beam's log-prob s <= 0 can only fall as it grows, to s' <= s at a final
+        length L <= max_len; lp is positive and nondecreasing in L and the coverage
+        penalty at most 0, so its final score is at most s / lp(max_len). Dead beams
+        (-inf) never improve.
         """
         best_live = self.scores.max(dim=1).values  # (B',)
-        return best_live / penalties[self.max_lens] > self.top_finished[:, -1]
+        return best_live / scoring.penalties[self.max_lens] > self.top_finished[:, -1]
 
 
 class Candidates(NamedTuple):
@@ -135,37 +140,49 @@ def collect_eos(
     beams: Beams,
     candidates: Candidates,
     weights: Tensor | None,
+    covered: Tensor | None,
     eos_id: int,
-    penalties: Tensor,
+    scoring: Scoring,
 ) -> tuple[Finished, Tensor]:
-    """The candidates that end in EOS, finished, and (B', K) their normalized scores, else -inf."""
-    beam_size = beams.scores.size(1)
+    """The candidates that end in EOS, finished, and (B', K) their normalized scores, else
+    -inf. `covered` (B'*K, S): each beam row's coverage with this step's attention added."""
+    batch, beam_size = beams.scores.shape
     scores = candidates.scores  # (B', K)
     ended = (candidates.tokens == eos_id) & scores.isfinite()  # (B', K)
-    normalized = (scores / penalties[beams.tokens.size(1) + 1]).masked_fill(~ended, -math.inf)
     sentence, rank = ended.nonzero(as_tuple=True)  # (N,)
     flat = sentence * beam_size + candidates.beams[sentence, rank]  # (N,) rows of beams.tokens
+    coverage = None if covered is None else covered[flat]  # (N, S)
+    ended_scores = scoring(scores[sentence, rank], beams.tokens.size(1) + 1, coverage)  # (N,)
+    normalized = scores.new_full((batch, beam_size), -math.inf)
+    normalized[sentence, rank] = ended_scores
     finished = Finished(
         beams.rows[sentence],
         beams.tokens[flat],
         scores[sentence, rank],
-        normalized[sentence, rank],
+        ended_scores,
         _attention_so_far(beams.attention, weights, flat),
     )
     return finished, normalized
 
 
-def extend(beams: Beams, live: Candidates, weights: Tensor | None) -> tuple[Beams, Tensor]:
-    """Continue with the live candidates; -> new beams and (B'*K,) old row of each new row."""
+def extend(
+    beams: Beams, live: Candidates, weights: Tensor | None, covered: Tensor | None
+) -> tuple[Beams, Tensor]:
+    """Continue with the live candidates; -> new beams and (B'*K,) old row of each new row.
+    `covered` as in `collect_eos`."""
     batch, beam_size = beams.scores.shape
     sentences = torch.arange(batch, device=live.beams.device)  # (B',)
     reorder = flat_rows(sentences, live.beams, beam_size)  # (B'*K,)
     tokens = torch.cat([beams.tokens[reorder], live.tokens.view(-1, 1)], dim=1)  # (B'*K, t+1)
     attention = _attention_so_far(beams.attention, weights, reorder)  # (B'*K, t+1, S)
-    return replace(beams, scores=live.scores, tokens=tokens, attention=attention), reorder
+    coverage = None if covered is None else covered[reorder]  # (B'*K, S)
+    extended = replace(
+        beams, scores=live.scores, tokens=tokens, attention=attention, coverage=coverage
+    )
+    return extended, reorder
 
 
-def collect_at_max_length(beams: Beams, penalties: Tensor) -> tuple[Finished, Tensor]:
+def collect_at_max_length(beams: Beams, scoring: Scoring) -> tuple[Finished, Tensor]:
     """The live beams of sentences at their max length, finished unended, and (B',) those
     sentences."""
     length = beams.tokens.size(1)
@@ -175,5 +192,6 @@ def collect_at_max_length(beams: Beams, penalties: Tensor) -> tuple[Finished, Te
     flat = take.view(-1).nonzero().squeeze(1)  # (N,)
     scores = beams.scores[take]  # (N,)
     attention = None if beams.attention is None else beams.attention[flat]  # (N, t, S)
-    normalized = scores / penalties[length]
+    coverage = None if beams.coverage is None else beams.coverage[flat]  # (N, S)
+    normalized = scoring(scores, length, coverage)
     return Finished(beams.rows[sentence], beams.tokens[flat], scores, normalized, attention), at_max

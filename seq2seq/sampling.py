@@ -33,6 +33,7 @@ from seq2seq.search_rules import (
     MAX_LEN_B,
     LengthPenalty,
     check_options,
+    make_scoring,
     max_output_lengths,
 )
 
@@ -163,7 +164,6 @@ def sample_search(
         min_len=min_len,
         no_repeat_ngram=no_repeat_ngram,
         return_attention=return_attention,
-        length_penalty=length_penalty,
-        alpha=alpha,
+        scoring=make_scoring(length_penalty, alpha, "none", 0.0, int(max_lens.max()), src.device),
     )
     return [found[i : i + num_samples] for i in range(0, len(found), num_samples)]

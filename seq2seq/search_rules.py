@@ -1,17 +1,20 @@
 """What the searches allow and how they score (`seq2seq.search`, `seq2seq.sampling`):
-output length limits, length penalties, the minimum length, n-gram blocking, and the
-special tokens never produced.
+output length limits, length penalties, the coverage penalty, the minimum length, n-gram
+blocking, and the special tokens never produced.
 
-Shapes: N rows, V target vocabulary, t tokens generated so far.
+Shapes: N rows, V target vocabulary, S source length, t tokens generated so far.
 """
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
 import torch
 from torch import Tensor
 
 LengthPenalty = Literal["none", "average", "gnmt"]
+CoveragePenalty = Literal["none", "wu"]
+COVERAGE_FLOOR = 1e-10  # the least coverage `coverage_penalty` counts: log of it is -23
 
 
 class SpecialIds(Protocol):
@@ -65,6 +68,64 @@ def penalty_table(kind: LengthPenalty, alpha: float, longest: int, device: torch
     """(longest + 1,) lp(L) at index L, computed in Python so that it is the same bits in
     every call (batch invariance; greedy and beam size 1 give equal scores)."""
     return torch.tensor([length_penalty(n, kind, alpha) for n in range(longest + 1)], device=device)
+
+
+def coverage_start(src_lengths: Tensor, width: int) -> Tensor:
+    """(N,) source lengths -> (N, width) coverage before any output: 0 over the source, 1
+    over padding (which attention never reaches and `coverage_penalty` must not count)."""
+    positions = torch.arange(width, device=src_lengths.device)  # (S,)
+    return (positions >= src_lengths.unsqueeze(1)).float()  # (N, S)
+
+
+def coverage_penalty(coverage: Tensor, beta: float) -> Tensor:
+    """(N, S) attention summed over each output's tokens (EOS included) -> (N,) cp =
+    beta * sum_i log(min(coverage_i, 1)) (Wu et al., 2016): 0 once every source token got
+    a whole token's attention, below 0 else, and never falling as an output grows. A
+    coverage under COVERAGE_FLOOR counts as it (attention that underflowed to 0 would make
+    the score -inf)."""
+    return beta * coverage.clamp(min=COVERAGE_FLOOR, max=1.0).log().sum(dim=1)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What ranks finished hypotheses: log_prob / lp(L) + cp, cp the coverage penalty (0
+    without one). lp is positive and nondecreasing in L and cp <= 0, so an open beam of
+    log-prob s and at most `max_len` tokens scores at most s / lp(max_len) once finished:
+    `Beams.can_improve` (seq2seq.beam) stops searching on that bound."""
+
+    penalties: Tensor  # (T+1,) lp(L) at index L (`penalty_table`)
+    coverage_beta: float  # 0: no coverage penalty
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor | int, coverage: Tensor | None) -> Tensor:
+        """(N,) sums of log-probs of outputs of `lengths` tokens (EOS counted), and (N, S)
+        their coverage (None without a penalty) -> (N,) scores."""
+        scores = log_probs / self.penalties[lengths]
+        if coverage is None:
+            return scores
+        return scores + coverage_penalty(coverage, self.coverage_beta)
+
+    def needs_coverage(self) -> bool:
+        return self.coverage_beta > 0
+
+
+def make_scoring(
+    kind: LengthPenalty,
+    alpha: float,
+    coverage: CoveragePenalty,
+    beta: float,
+    longest: int,
+    device: torch.device,
+) -> Scoring:
+    """The `Scoring` of outputs of up to `longest` tokens; ValueError for a bad coverage
+    option (see `check_options` for the others)."""
+    if coverage not in get_args(CoveragePenalty):
+        raise ValueError(
+            f"coverage_penalty must be one of {get_args(CoveragePenalty)}, got {coverage!r}"
+        )
+    if beta < 0:
+        raise ValueError(f"beta must be at least 0 (a coverage penalty, not a bonus), got {beta}")
+    beta = beta if coverage == "wu" else 0.0
+    return Scoring(penalty_table(kind, alpha, longest, device), beta)
 
 
 def check_options(kind: LengthPenalty, alpha: float, min_len: int, no_repeat_ngram: int) -> None:

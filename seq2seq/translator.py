@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from seq2seq.alignment import word_alignment
 from seq2seq.batching import TokenBatchSampler
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.ensemble import Ensemble, EnsembleRule
@@ -17,7 +18,13 @@ from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.sampling import Sampling, sample_search
 from seq2seq.search import Hypothesis, beam_search, greedy_search
-from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B, LengthPenalty, at_length_limit
+from seq2seq.search_rules import (
+    MAX_LEN_A,
+    MAX_LEN_B,
+    CoveragePenalty,
+    LengthPenalty,
+    at_length_limit,
+)
 from seq2seq.textfiles import line_numbers
 from seq2seq.tokenizer import Tokenizer
 
@@ -28,7 +35,7 @@ class Translation(NamedTuple):
     """One output sentence with its scores and attention."""
 
     text: str  # detokenized
-    score: float  # length-normalized log-probability: what ranks n-best lists
+    score: float  # length-normalized log-probability (+ coverage penalty): ranks n-best lists
     log_prob: float  # sum of token log-probabilities, EOS included if it ended
     tokens: list[int]  # target ids, without BOS and EOS
     attention: np.ndarray | None  # (output tokens incl. EOS if ended, source pieces) or None
@@ -143,6 +150,8 @@ class Translator:
         sampling: Sampling | None = None,
         length_penalty: LengthPenalty = "average",
         alpha: float = 1.0,
+        coverage_penalty: CoveragePenalty = "none",
+        beta: float = 0.0,
         max_len_a: float | None = None,
         max_len_b: int | None = None,
         min_len: int = 0,
@@ -166,6 +175,8 @@ class Translator:
         multiply bfloat16 in hardware (AVX512-BF16, AMX), slower on others; a few
         outputs may change. (On CUDA, autocast runs cuDNN's GRU/LSTM in float16.)
         Warnings number the sentences from `first_line`.
+        `coverage_penalty="wu"` with `beta` ranks search outputs by the attention each
+        source token received (seq2seq.search.beam_search; models with attention only).
         `sampling`: draw `nbest` random translations of each sentence instead, in draw
         order (seq2seq.sampling; `beam_size` is ignored, batches hold `batch_tokens` / nbest
         source tokens). Sentence i's draws depend only on `sampling` and its id
@@ -177,6 +188,8 @@ class Translator:
             raise UserError(f"need 1 <= nbest <= beam size, got nbest {nbest}, beam {beam_size}")
         if precision not in get_args(Precision):
             raise UserError(f"precision must be one of {get_args(Precision)}, got {precision!r}")
+        self._check_coverage(coverage_penalty, beta, sampling)
+        coverage_options = {"coverage_penalty": coverage_penalty, "beta": beta}
         options = {
             "length_penalty": length_penalty,
             "alpha": alpha,
@@ -198,7 +211,7 @@ class Translator:
                 rows = [todo[i] for i in batch]
                 sources = [source_ids[i] for i in rows]
                 if sampling is None:
-                    found = self._search(sources, beam_size, nbest, options)
+                    found = self._search(sources, beam_size, nbest, options | coverage_options)
                 else:
                     ids = [first_line + i for i in rows]
                     found = self._sample(sources, ids, nbest, sampling, options)
@@ -227,6 +240,27 @@ class Translator:
                 line_numbers(cut),
             )
 
+    @property
+    def attending_model(self) -> Seq2Seq:
+        """The model whose attention search reports: the model, or an ensemble's first."""
+        return self.model.models[0] if isinstance(self.model, Ensemble) else self.model
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether search reports attention weights (`attending_model` has attention)."""
+        return self.attending_model.decoder.attention is not None
+
+    def alignment(self, sentence: str, translation: Translation) -> list[tuple[int, int]]:
+        """(source word, output word) pairs of a translation of `sentence` made with
+        `attention=True`: each output word to the source word it attended most
+        (seq2seq.alignment; `pharaoh` formats them)."""
+        if translation.attention is None:
+            if translation.tokens:
+                raise UserError("alignments need attention: translate with attention=True")
+            return []
+        src, tgt = self.pieces(sentence, translation)
+        return word_alignment(translation.attention, src, tgt[: len(translation.tokens)])
+
     def pieces(self, sentence: str, translation: Translation) -> tuple[list[str], list[str]]:
         """Source and output pieces labelling the rows and columns of `translation.attention`."""
         src = self.tokenizer.src_pieces(sentence.strip())[: self.max_src_len]
@@ -234,6 +268,20 @@ class Translator:
         if translation.attention is not None and len(translation.attention) > len(tgt):
             tgt.append("</s>")
         return src, tgt
+
+    def _check_coverage(
+        self, coverage_penalty: CoveragePenalty, beta: float, sampling: Sampling | None
+    ) -> None:
+        """UserError for a coverage penalty that cannot apply."""
+        if coverage_penalty not in get_args(CoveragePenalty):
+            choices = get_args(CoveragePenalty)
+            raise UserError(f"coverage_penalty must be one of {choices}, got {coverage_penalty!r}")
+        if beta < 0:
+            raise UserError(f"beta must be at least 0 (a penalty, not a bonus), got {beta}")
+        if coverage_penalty != "none" and sampling is not None:
+            raise UserError("the coverage penalty ranks search outputs; sampling ranks none")
+        if coverage_penalty != "none" and beta > 0 and not self.has_attention:
+            raise UserError("the coverage penalty needs a model with attention")
 
     def _search(
         self, rows: list[list[int]], beam_size: int, nbest: int, options: dict[str, Any]

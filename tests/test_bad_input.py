@@ -303,6 +303,16 @@ CASES = [
         marks=pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions"),
     ),
     case(
+        "translate-coverage-penalty-without-beta",
+        lambda e: e.translate("--coverage-penalty", "wu"),
+        "--coverage-penalty wu needs --beta above 0",
+    ),
+    case(
+        "translate-coverage-penalty-with-sampling",
+        lambda e: e.translate("--coverage-penalty", "wu", "--beta", "0.2", "--sampling"),
+        "the coverage penalty ranks search outputs; sampling ranks none",
+    ),
+    case(
         "translate-attention-plot-directory-missing",
         lambda e: e.translate("--attention-plot", e.tmp / "plots"),
         "--attention-plot: directory {tmp}/plots does not exist",

@@ -11,10 +11,11 @@ import pytest
 import torch
 from test_search import teacher_force
 
+from seq2seq.alignment import word_alignment
 from seq2seq.cli import score as score_module
 from seq2seq.cli.score import main as score_main
 from seq2seq.ensemble import Ensemble
-from seq2seq.scoring import score_pairs, target_log_probs
+from seq2seq.scoring import forced_attention, score_pairs, target_log_probs
 from seq2seq.search_rules import at_length_limit
 from seq2seq.translator import Translator
 
@@ -192,3 +193,56 @@ def test_tsv_and_jsonl_have_one_line_per_pair_in_order(
         assert objects[line - 1] == {"line": line, "log_prob": None, "per_piece": None, "pieces": 0}
     scored = [(o, s) for o, s in zip(objects, expected, strict=True) if o["pieces"]]
     assert all(math.isclose(o["per_piece"], s.per_piece, abs_tol=1e-5) for o, s in scored)
+
+
+def test_forced_attention_is_the_attention_of_search(
+    ending: Translator, pairs: tuple[list[str], list[str]]
+) -> None:
+    """Forced to output a search's own tokens, the model attends as it did in search (EOS's
+    row too where the output ended)."""
+    sources = pairs[0][:12]
+    best = [r[0] for r in ending.translate_nbest(sources, beam_size=3, attention=True)]
+    source_ids = ending.encode_sources(sources, first_line=1)
+    forced = forced_attention(ending, source_ids, [t.tokens for t in best])
+    for weights, translation in zip(forced, best, strict=True):
+        rows = len(translation.attention)
+        assert rows in (len(translation.tokens), len(translation.tokens) + 1)
+        torch.testing.assert_close(weights[:rows], translation.attention, atol=1e-5, rtol=1e-4)
+
+
+def test_pairs_align_alone_as_in_batches(
+    translator: Translator, pairs: tuple[list[str], list[str]]
+) -> None:
+    """score_pairs' alignments (batches of at most 40 padded tokens) are each pair's own
+    forced attention, aligned alone: one pair per target word."""
+    sources, targets = pairs[0][:12], pairs[1][:12]
+    scored = score_pairs(translator, sources, targets, alignment=True, batch_tokens=40)
+    for source, target, score in zip(sources, targets, scored, strict=True):
+        src_ids = translator.encode_sources([source], first_line=1)[0]
+        tgt_ids = translator.tokenizer.encode_tgt([target])[0]
+        (weights,) = forced_attention(translator, [src_ids], [tgt_ids])
+        src_pieces = translator.tokenizer.src_pieces(source)[: len(src_ids)]
+        expected = word_alignment(weights, src_pieces, translator.tokenizer.tgt_pieces(tgt_ids))
+        assert score.alignment == expected
+        assert [j for _, j in score.alignment] == list(range(len(target.split())))
+
+
+def test_score_py_alignment_column_and_field(
+    checkpoint: str, pairs: tuple[list[str], list[str]], tmp_path: Path
+) -> None:
+    sources, targets = pairs[0][:5], pairs[1][:5]
+    targets[2] = ""
+    src, tgt = tmp_path / "in.de", tmp_path / "in.en"
+    src.write_text("\n".join(sources) + "\n")
+    tgt.write_text("\n".join(targets) + "\n")
+    common = ["--checkpoint", checkpoint, "--src", str(src), "--tgt", str(tgt), "--alignment"]
+    score_main([*common, "--output", str(tmp_path / "out.tsv")])
+    score_main([*common, "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl"])
+    rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().split("\n")[:-1]]
+    objects = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row[3] for row in rows] == [o["alignment"] or "" for o in objects]
+    for row, source, target in zip(rows, sources, targets, strict=True):
+        pairs_found = [tuple(map(int, pair.split("-"))) for pair in row[3].split()]
+        assert [j for _, j in pairs_found] == list(range(len(target.split())))
+        assert all(0 <= i < len(source.split()) for i, _ in pairs_found)
+    assert rows[2] == ["nan", "nan", "0", ""] and objects[2]["alignment"] is None

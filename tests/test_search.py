@@ -568,3 +568,125 @@ def test_attention_only_on_request() -> None:
     assert all(hyps[0].attention is None for hyps in plain)
     assert all(hyps[0].attention is not None for hyps in with_attention)
     assert [h[0].tokens for h in plain] == [h[0].tokens for h in with_attention]
+
+
+# -- the coverage penalty (Wu et al., 2016) -------------------------------------------------
+
+
+class AttendedMemory(NamedTuple):
+    lengths: Tensor  # (B,)
+    first: Tensor  # (B,) first source token
+    width: int  # S, the padded source length
+
+    def index_select(self, index: Tensor) -> "AttendedMemory":
+        return AttendedMemory(self.lengths[index], self.first[index], self.width)
+
+
+class AttendingModel(TableModel):
+    """TableModel with attention over the true source, from a table too (by the previous
+    token and the step): independent of batch and padding like its log-probs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        gen = torch.Generator().manual_seed(7)
+        vocab_size = self.by_prev.size(0)
+        self.by_attention = 3 * torch.randn(vocab_size, 64, 32, generator=gen)  # (V, steps, S)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[AttendedMemory, FakeState]:
+        memory, state = super().encode(src, src_lengths)
+        return AttendedMemory(memory.lengths, memory.first, src.size(1)), state
+
+    def decode_step(
+        self, memory: AttendedMemory, state: FakeState, prev_tokens: Tensor
+    ) -> tuple[Tensor, FakeState, Tensor]:
+        logits, next_state, _ = super().decode_step(memory, state, prev_tokens)
+        beams = prev_tokens.numel() // memory.lengths.numel()
+        lengths = memory.lengths.repeat_interleave(beams)  # (N,)
+        scores = self.by_attention[prev_tokens, state.step, : memory.width]  # (N, S)
+        padding = torch.arange(memory.width) >= lengths.unsqueeze(1)  # (N, S)
+        return logits, next_state, scores.masked_fill(padding, -math.inf).softmax(dim=1)
+
+
+def coverage_score(attention: Tensor, beta: float) -> float:
+    """beta * sum over source tokens of log(min(attention received, 1)), in plain Python."""
+    received = [sum(row[i] for row in attention.tolist()) for i in range(attention.size(1))]
+    return beta * sum(math.log(min(total, 1.0)) for total in received)
+
+
+def exhaustive_with_coverage(
+    model: AttendingModel, src: Tensor, n: int, max_len: int, kind: str, beta: float, best: int
+) -> list[tuple[list[int], float]]:
+    """The `best` best outputs of at most `max_len` steps by log_prob / lp + coverage penalty,
+    each output's attention from teacher forcing: (tokens, score)."""
+    scored = []
+    for tokens, ended, log_prob in all_outputs(model, src, n, max_len):
+        _, attention = teacher_force(model, src, n, tokens, ended)
+        lp = penalty(len(tokens) + ended, kind, 1.0)
+        scored.append((tokens, log_prob / lp + coverage_score(attention, beta)))
+    return sorted(scored, key=itemgetter(1), reverse=True)[:best]
+
+
+@pytest.mark.parametrize("kind", ["average", "gnmt"])
+def test_wide_beam_with_coverage_equals_exhaustive_search(kind: str) -> None:
+    """As `test_wide_beam_equals_exhaustive_search`, ranked with the coverage penalty; with
+    beta 2 the lists differ from beta 0's (the penalty changes the ranking)."""
+    model = AttendingModel(seed=5)
+    src, src_lengths = random_batch([1, 3, 2, 4])
+    options = dict(beam_size=128, nbest=3, length_penalty=kind, max_len_a=0.0, max_len_b=4)
+    lists = {}
+    for beta in (0.0, 0.5, 2.0):
+        found = beam_search(model, src, src_lengths, coverage_penalty="wu", beta=beta, **options)
+        for i, hyps in enumerate(found):
+            best = exhaustive_with_coverage(model, src[i], int(src_lengths[i]), 4, kind, beta, 3)
+            assert [h.tokens for h in hyps] == [tokens for tokens, _ in best]
+            assert [h.score for h in hyps] == pytest.approx([s for _, s in best], rel=1e-5)
+        lists[beta] = [[h.tokens for h in hyps] for hyps in found]
+    assert lists[2.0] != lists[0.0]
+
+
+def test_coverage_greedy_equals_beam_size_one_and_batching_changes_nothing() -> None:
+    model = AttendingModel(seed=2, eos_bias=1.0)
+    src, src_lengths = random_batch([5, 2, 8, 1, 6, 3])
+    options = dict(coverage_penalty="wu", beta=0.4, length_penalty="gnmt", alpha=0.6)
+    greedy = greedy_search(model, src, src_lengths, **options)
+    beam1 = beam_search(model, src, src_lengths, beam_size=1, **options)
+    assert [hyps[0] for hyps in beam1] == greedy
+    plain = greedy_search(model, src, src_lengths, length_penalty="gnmt", alpha=0.6)
+    penalties = [h.score - p.score for h, p in zip(greedy, plain, strict=True)]  # cp <= 0
+    assert max(penalties) <= 0 < -min(penalties)
+    beam = beam_search(model, src, src_lengths, beam_size=3, nbest=2, **options)
+    for i, n in enumerate(src_lengths.tolist()):
+        alone = src[i : i + 1, :n], src_lengths[i : i + 1]
+        assert_same_hypotheses(greedy_search(model, *alone, **options), [greedy[i]])
+        assert_same_hypotheses(
+            beam_search(model, *alone, beam_size=3, nbest=2, **options)[0], beam[i]
+        )
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_coverage_scores_on_the_real_model(attention: str) -> None:
+    """Each hypothesis's score is log_prob / L + the penalty of its own attention (EOS's
+    row included), in a padded batch."""
+    from seq2seq.model import Seq2Seq
+
+    model = Seq2Seq(9, 11, attention=attention, embed_dim=8, hidden_size=8, dropout=0.0).eval()
+    src, src_lengths = random_batch([5, 2, 7, 3], vocab_size=9)
+    options = dict(coverage_penalty="wu", beta=0.3, return_attention=True)
+    for hyps in beam_search(model, src, src_lengths, beam_size=3, nbest=3, **options):
+        for hyp in hyps:
+            length = hyp.attention.size(0)  # tokens, and EOS if it ended
+            expected = hyp.log_prob / length + coverage_score(hyp.attention, 0.3)
+            assert hyp.score == pytest.approx(expected, rel=1e-5)
+
+
+def test_coverage_options_are_checked() -> None:
+    src, src_lengths = random_batch([3, 2])
+    for search in (greedy_search, beam_search):
+        with pytest.raises(ValueError, match="needs a model with attention"):
+            search(TableModel(), src, src_lengths, coverage_penalty="wu", beta=0.2)
+        plain = search(TableModel(), src, src_lengths)
+        assert search(TableModel(), src, src_lengths, coverage_penalty="wu", beta=0.0) == plain
+        with pytest.raises(ValueError, match="coverage_penalty must be one of"):
+            search(AttendingModel(), src, src_lengths, coverage_penalty="summary", beta=0.2)
+        with pytest.raises(ValueError, match="beta must be at least 0"):
+            search(AttendingModel(), src, src_lengths, coverage_penalty="wu", beta=-0.1)

@@ -31,6 +31,7 @@ pytest.importorskip("fastapi", reason="the server needs the extra `serve` (FastA
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from seq2seq.alignment import pharaoh
 from seq2seq.cli.serve import build_parser
 from seq2seq.cli.serve import main as serve_main
 from seq2seq.server import run as server_run
@@ -211,6 +212,21 @@ def test_nbest_scores_and_attention(client: TestClient, translator: Translator) 
         assert all(sum(row) == pytest.approx(1, abs=1e-2) for row in attention["weights"])
 
 
+def test_word_alignments(client: TestClient, translator: Translator) -> None:
+    """The best translation's Pharaoh alignment, as the Python API gives it; none without
+    asking, and nothing for an empty sentence."""
+    text = ["dreiundzwanzig und sieben", "", "vierzehn"]
+    body = client.post("/v1/translate", json={"text": text, "alignment": True}).json()
+    expected = translator.translate_nbest(text, attention=True)
+    for got, (best,), sentence in zip(body["translations"], expected, text, strict=True):
+        assert got["alignment"] == pharaoh(translator.alignment(sentence, best))
+        assert "attention" not in got
+        assert len(got["alignment"].split()) == len(got["text"].split())
+    assert body["translations"][1]["alignment"] == ""
+    plain = client.post("/v1/translate", json={"text": text}).json()
+    assert all("alignment" not in got for got in plain["translations"])
+
+
 def test_health_model_docs_and_page(client: TestClient, checkpoint: Path) -> None:
     health = client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -225,7 +241,7 @@ def test_health_model_docs_and_page(client: TestClient, checkpoint: Path) -> Non
     assert "swagger" in client.get("/docs").text.lower()
     schema = client.get("/openapi.json").json()["paths"]["/v1/translate"]["post"]
     properties = schema["requestBody"]["content"]["application/json"]["schema"]["properties"]
-    assert {"text", "beam_size", "greedy", "nbest", "attention"} <= set(properties)
+    assert {"text", "beam_size", "greedy", "nbest", "attention", "alignment"} <= set(properties)
     page = client.get("/")
     assert page.status_code == 200 and 'id="translate"' in page.text
     assert " src=" not in page.text and "<link" not in page.text  # nothing loaded from elsewhere

@@ -1,6 +1,7 @@
 """The server's page in a real headless browser: Debian's chromium and chromium-driver,
 driven by selenium. It types a German sentence, presses Translate, reads the translation
-back and checks that the attention heat map drew; a screenshot goes to tmp_path."""
+back, checks that the attention heat map drew and that hovering each output word
+highlights the source words aligned to it; a screenshot (hovering) goes to tmp_path."""
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ pytest.importorskip("fastapi", reason="the server needs the extra `serve` (FastA
 pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -22,7 +24,7 @@ from seq2seq.translator import Translator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SENTENCE = "dreiundzwanzig"
+SENTENCE = "dreiundzwanzig und vierzehn"
 
 
 @pytest.fixture
@@ -69,5 +71,17 @@ def test_page_translates_and_draws_the_attention(
     heatmap = browser.find_element(By.CSS_SELECTOR, "svg.heatmap")
     assert heatmap.size["width"] > 0 and heatmap.size["height"] > 0
     assert not browser.find_element(By.ID, "error").text
+
+    aligned = {}  # output word -> source words, as the Python API aligns them
+    for source_word, output_word in translator.alignment(SENTENCE, best):
+        aligned.setdefault(output_word, set()).add(source_word)
+    output_words = browser.find_elements(By.CSS_SELECTOR, ".translation span")
+    source_words = browser.find_elements(By.CSS_SELECTOR, ".source span")
+    assert len(output_words) == len(best.text.split()) == len(aligned) > 0
+    assert len(source_words) == len(SENTENCE.split())
+    for j, word in reversed(list(enumerate(output_words))):  # the first stays hovered
+        ActionChains(browser).move_to_element(word).perform()
+        marked = {i for i, w in enumerate(source_words) if "aligned" in w.get_attribute("class")}
+        assert marked == aligned[j] and "hover" in word.get_attribute("class")
     screenshot = tmp_path / "page.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.alignment import pharaoh
 from seq2seq.cli import translate as translate_module
 from seq2seq.cli.translate import main as translate_main
+from seq2seq.errors import UserError
+from seq2seq.sampling import Sampling
+from seq2seq.search import beam_search
 from seq2seq.translator import Translator
 
 TRANSLATE = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "translate.py")]
@@ -140,6 +144,55 @@ def test_nbest_text_and_jsonl(checkpoint: str, tiny_corpus: Path, tmp_path: Path
         (n, r) for n in range(1, 10) for r in (1, 2, 3)
     ]
     assert [o["text"] for o in objects] == [row.split("\t", 1)[1] for row in rows]
+
+
+def test_coverage_penalty_through_the_translator(checkpoint: str, tiny_corpus: Path) -> None:
+    """The Translator ranks as beam search does with the penalty (its batch padded as the
+    Translator pads it), and refuses what cannot apply."""
+    translator = Translator.from_checkpoint(checkpoint)
+    sentences = (tiny_corpus / "test.de").read_text().splitlines()[:6]
+    options = {"coverage_penalty": "wu", "beta": 0.4}
+    found = translator.translate_nbest(sentences, beam_size=3, nbest=2, **options)
+    ids = translator.encode_sources(sentences, first_line=1)
+    for sentence_ids, ranked in zip(ids, found, strict=True):
+        src, src_lengths = translator.pad([sentence_ids])
+        (expected,) = beam_search(
+            translator.model, src, src_lengths, beam_size=3, nbest=2, **options
+        )
+        assert [t.tokens for t in ranked] == [h.tokens for h in expected]
+        assert [t.score for t in ranked] == pytest.approx([h.score for h in expected], rel=1e-5)
+    for bad, message in [
+        ({"coverage_penalty": "summary", "beta": 0.2}, "coverage_penalty must be one of"),
+        ({"coverage_penalty": "wu", "beta": -0.2}, "beta must be at least 0"),
+        ({**options, "sampling": Sampling()}, "sampling ranks none"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            translator.translate_nbest(sentences, **bad)
+
+
+def test_alignment_column_and_field(checkpoint: str, tiny_corpus: Path, tmp_path: Path) -> None:
+    """One Pharaoh pair per output word (the words of its text), source words in range, the
+    same in text and jsonl and as the Python API gives them; an empty line aligns nothing."""
+    sources = [*(tiny_corpus / "test.de").read_text().splitlines()[:6], ""]
+    source = tmp_path / "src.de"
+    source.write_text("\n".join(sources) + "\n")
+    common = ["--checkpoint", checkpoint, "--input", str(source), "--beam-size", "3"]
+    common += ["--nbest", "2", "--alignment"]
+    translate_main([*common, "--output", str(tmp_path / "out.tsv")])
+    translate_main([*common, "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl"])
+    rows = [row.split("\t") for row in (tmp_path / "out.tsv").read_text().split("\n")[:-1]]
+    objects = [json.loads(row) for row in (tmp_path / "out.jsonl").read_text().splitlines()]
+
+    translator = Translator.from_checkpoint(checkpoint)
+    found = translator.translate_nbest(sources, beam_size=3, nbest=2, attention=True)
+    each = zip(sources, found, strict=True)
+    expected = [pharaoh(translator.alignment(s, t)) for s, ranked in each for t in ranked]
+    assert [row[2] for row in rows] == [o["alignment"] for o in objects] == expected
+    for (_, text, alignment), line in zip(rows, [s for s in sources for _ in "ab"], strict=True):
+        pairs = [tuple(map(int, pair.split("-"))) for pair in alignment.split()]
+        assert [output for _, output in pairs] == list(range(len(text.split())))
+        assert all(0 <= source_word < len(line.split()) for source_word, _ in pairs)
+    assert rows[-1] == ["0.000000", "", ""]
 
 
 def test_attention_plots(checkpoint: str, tiny_corpus: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from seq2seq.alignment import pharaoh
 from seq2seq.cli.translate import CHUNK_LINES, add_checkpoint_argument, add_model_arguments
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.scoring import BATCH_TOKENS, PairScore, score_pairs
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tsv: log_prob<TAB>per_piece<TAB>pieces; jsonl: JSON objects with line too",
     )
     parser.add_argument(
+        "--alignment",
+        action="store_true",
+        help="add each pair's word alignment from the attention of the model forced to output "
+        "the target (Pharaoh i-j pairs): a last tsv column, or an alignment field in jsonl",
+    )
+    parser.add_argument(
         "--batch-tokens",
         type=int,
         default=BATCH_TOKENS,
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         translator = Translator.from_checkpoints(
             args.checkpoint, device=args.device, rule=args.ensemble_rule
         )
+        if args.alignment and not translator.has_attention:
+            raise UserError("--alignment needs a model with attention")
         pairs = zip(open_text_lines(args.src), open_text_lines(args.tgt), strict=True)
         with atomic_output(args.output) as out:
             score_stream(translator, pairs, out, args)
@@ -84,25 +93,35 @@ def score_stream(
                 targets,
                 batch_tokens=args.batch_tokens,
                 first_line=first_line,
+                alignment=args.alignment,
             )
-            out.writelines(format_lines(scores, fmt=args.format, first_line=first_line))
+            lines = format_lines(
+                scores, fmt=args.format, first_line=first_line, alignment=args.alignment
+            )
+            out.writelines(lines)
             out.flush()
             first_line += len(chunk)
             bar.update(len(chunk))
 
 
-def format_lines(scores: list[PairScore], *, fmt: str, first_line: int = 1) -> Iterator[str]:
+def format_lines(
+    scores: list[PairScore], *, fmt: str, first_line: int = 1, alignment: bool = False
+) -> Iterator[str]:
     """One line per pair, in input order, numbered from `first_line`; a skipped pair's
-    scores are nan in tsv, null in jsonl."""
+    scores are nan in tsv, null in jsonl; with `alignment` its Pharaoh pairs in a last
+    column or field (a skipped pair's: empty in tsv, null in jsonl)."""
     for number, score in enumerate(scores, start=first_line):
+        skipped = score.pieces == 0
+        aligned = None if skipped else pharaoh(score.alignment or [])
         if fmt == "jsonl":
-            skipped = score.pieces == 0
             fields = {
                 "line": number,
                 "log_prob": None if skipped else score.log_prob,
                 "per_piece": None if skipped else score.per_piece,
                 "pieces": score.pieces,
             }
-            yield json.dumps(fields) + "\n"
+            yield json.dumps(fields | ({"alignment": aligned} if alignment else {})) + "\n"
         else:
-            yield f"{score.log_prob:.6f}\t{score.per_piece:.6f}\t{score.pieces}\n"
+            columns = [f"{score.log_prob:.6f}", f"{score.per_piece:.6f}", str(score.pieces)]
+            columns += [aligned or ""] if alignment else []
+            yield "\t".join(columns) + "\n"

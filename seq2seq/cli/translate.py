@@ -14,11 +14,12 @@ from typing import TextIO, get_args
 
 from tqdm import tqdm
 
+from seq2seq.alignment import pharaoh
 from seq2seq.ensemble import EnsembleRule
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.plots import save_attention_plot
 from seq2seq.sampling import Sampling
-from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B
+from seq2seq.search_rules import MAX_LEN_A, MAX_LEN_B, CoveragePenalty
 from seq2seq.textfiles import atomic_output, open_text_lines, utf8_stdout
 from seq2seq.translator import BATCH_TOKENS, Precision, Translation, Translator
 
@@ -44,6 +45,14 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         help="score / len**alpha (average) or / ((5+len)/6)**alpha (gnmt)",
     )
     group.add_argument("--alpha", type=float, default=1.0, help="length penalty exponent")
+    group.add_argument(
+        "--coverage-penalty",
+        choices=get_args(CoveragePenalty),
+        default="none",
+        help="wu: add beta * sum over source tokens of log(min(attention received, 1)) to "
+        "each finished output's score (Wu et al., 2016; default none)",
+    )
+    group.add_argument("--beta", type=float, default=0.0, help="coverage penalty weight")
     group.add_argument(
         "--max-len-a",
         type=float,
@@ -138,11 +147,15 @@ def decoding_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of `Translator.translate` that `args` sets; bad values: UserError."""
     if args.beam_size < 1:
         raise UserError(f"--beam-size must be at least 1, got {args.beam_size}")
+    if args.coverage_penalty != "none" and args.beta <= 0:
+        raise UserError(f"--coverage-penalty {args.coverage_penalty} needs --beta above 0")
     return {
         "beam_size": 1 if args.greedy else args.beam_size,
         "sampling": sampling_options(args),
         "length_penalty": args.length_penalty,
         "alpha": args.alpha,
+        "coverage_penalty": args.coverage_penalty,
+        "beta": args.beta,
         "max_len_a": args.max_len_a,
         "max_len_b": args.max_len_b,
         "min_len": args.min_len,
@@ -186,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text: one line (n-best: score<TAB>text); jsonl: JSON objects",
     )
+    parser.add_argument(
+        "--alignment",
+        action="store_true",
+        help="add each output's word alignment from attention (Pharaoh i-j pairs, words "
+        "counted from 0): a last TSV column, or an alignment field in jsonl",
+    )
     parser.add_argument("--attention-plot", metavar="DIR", help="write attention heat maps here")
     parser.add_argument(
         "--attention-plot-count",
@@ -204,23 +223,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_lines(
-    results: list[list[Translation]], *, nbest: int, fmt: str, first_line: int = 1
+    results: list[list[Translation]],
+    *,
+    nbest: int,
+    fmt: str,
+    first_line: int = 1,
+    alignments: list[list[str]] | None = None,
 ) -> Iterator[str]:
-    """The output lines: `nbest` per input line, in input order, numbered from `first_line`."""
-    for number, ranked in enumerate(results, start=first_line):
+    """The output lines: `nbest` per input line, in input order, numbered from `first_line`;
+    with `alignments` (Pharaoh, per input line and rank) a last column or field."""
+    for index, ranked in enumerate(results):
         for rank, translation in enumerate(ranked):
+            alignment = None if alignments is None else alignments[index][rank]
             if fmt == "jsonl":
                 fields = {
-                    "line": number,
+                    "line": first_line + index,
                     "rank": rank + 1,
                     "score": translation.score,
                     "text": translation.text,
                 }
+                fields |= {} if alignment is None else {"alignment": alignment}
                 yield json.dumps(fields, ensure_ascii=False) + "\n"
-            elif nbest > 1:
-                yield f"{translation.score:.6f}\t{translation.text}\n"
-            else:
-                yield translation.text + "\n"
+                continue
+            columns = [f"{translation.score:.6f}"] if nbest > 1 else []
+            columns += [translation.text, *([] if alignment is None else [alignment])]
+            yield "\t".join(columns) + "\n"
+
+
+def pharaoh_alignments(
+    translator: Translator, sources: list[str], results: list[list[Translation]]
+) -> list[list[str]]:
+    """Each translation's word alignment with its source, Pharaoh-formatted."""
+    return [
+        [pharaoh(translator.alignment(source, t)) for t in ranked]
+        for source, ranked in zip(sources, results, strict=True)
+    ]
 
 
 def write_attention_plots(
@@ -252,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         translator = Translator.from_checkpoints(
             args.checkpoint, device=args.device, rule=args.ensemble_rule
         )
+        if args.alignment and not translator.has_attention:
+            raise UserError("--alignment needs a model with attention")
         if args.interactive:
             translate_interactively(translator, args, options)
             return
@@ -297,14 +336,22 @@ def translate_stream(
     with tqdm(unit="sent", disable=not progress) as bar:
         while chunk := list(islice(lines, CHUNK_LINES)):
             plot = bool(args.attention_plot) and first_line <= args.attention_plot_count
+            attention = {"attention": plot or args.alignment}
             found = translator.translate_nbest(
-                chunk, nbest=args.nbest, first_line=first_line, **options | {"attention": plot}
+                chunk, nbest=args.nbest, first_line=first_line, **options | attention
             )
             if plot:
                 folder, count = Path(args.attention_plot), args.attention_plot_count
                 write_attention_plots(translator, chunk, found, folder, count, first_line)
+            alignments = pharaoh_alignments(translator, chunk, found) if args.alignment else None
             out.writelines(
-                format_lines(found, nbest=args.nbest, fmt=args.format, first_line=first_line)
+                format_lines(
+                    found,
+                    nbest=args.nbest,
+                    fmt=args.format,
+                    first_line=first_line,
+                    alignments=alignments,
+                )
             )
             out.flush()
             first_line += len(chunk)
@@ -315,11 +362,15 @@ def translate_interactively(
     translator: Translator, args: argparse.Namespace, options: dict
 ) -> None:
     """Each stdin line translated alone as soon as it arrives, its output flushed."""
-    options = options | {"progress": False}
+    options = options | {"progress": False, "attention": args.alignment}
     out = utf8_stdout()
     for number, line in enumerate(open_text_lines("-"), start=1):
         found = translator.translate_nbest([line], nbest=args.nbest, first_line=number, **options)
-        out.writelines(format_lines(found, nbest=args.nbest, fmt=args.format, first_line=number))
+        alignments = pharaoh_alignments(translator, [line], found) if args.alignment else None
+        formatted = format_lines(
+            found, nbest=args.nbest, fmt=args.format, first_line=number, alignments=alignments
+        )
+        out.writelines(formatted)
         out.flush()
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from seq2seq import __version__
+from seq2seq.alignment import pharaoh
 from seq2seq.errors import first_line
 from seq2seq.server.batcher import Batcher, QueueFull
 from seq2seq.server.parsing import ApiError, Decoding, parse_request, read_body
@@ -132,7 +133,7 @@ def decode(
         beam_size=decoding.beam_size,
         length_penalty=decoding.length_penalty,
         alpha=decoding.alpha,
-        attention=decoding.attention,
+        attention=decoding.attention or decoding.alignment,
         batch_tokens=batch_tokens,
     )
     return [
@@ -152,6 +153,8 @@ def as_response(
         source, output = translator.pieces(sentence, best)
         weights = np.round(best.attention.astype(np.float64), 4).tolist()  # (T, S)
         result.attention = Attention(source=source, output=output, weights=weights)
+    if decoding.alignment:
+        result.alignment = pharaoh(translator.alignment(sentence, best))
     return result
 
 

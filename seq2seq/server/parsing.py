@@ -28,6 +28,7 @@ class Decoding:
     length_penalty: str
     alpha: float
     attention: bool
+    alignment: bool
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -62,9 +63,11 @@ def parse_request(
     beam = 1 if request.greedy else request.beam_size
     if request.nbest > beam:
         raise ApiError(422, f"nbest: {request.nbest} is more than the beam size {beam}", "nbest")
-    if request.attention and not info.has_attention:
-        raise ApiError(422, "attention: this model has no attention", "attention")
+    for field in ("attention", "alignment"):
+        if getattr(request, field) and not info.has_attention:
+            raise ApiError(422, f"{field}: this model has no attention", field)
     options = (request.nbest, request.length_penalty, request.alpha, request.attention)
+    options += (request.alignment,)
     return request.sentences, Decoding(beam, *options)
 
 

@@ -26,6 +26,9 @@ class TranslateRequest(BaseModel):
     )
     alpha: float = Field(1.0, ge=0.0, le=MAX_ALPHA, allow_inf_nan=False)
     attention: bool = Field(False, description="return each sentence's attention weights")
+    alignment: bool = Field(
+        False, description="return each best translation's word alignment from attention"
+    )
 
     @field_validator("text", mode="before")
     @classmethod
@@ -57,10 +60,16 @@ class Attention(BaseModel):
 
 
 class SentenceTranslation(Hypothesis):
-    """The best translation of one sentence; its n-best list and attention when asked."""
+    """The best translation of one sentence; its n-best list, attention and word alignment
+    when asked."""
 
     nbest: list[Hypothesis] | None = None
     attention: Attention | None = None
+    alignment: str | None = Field(
+        None,
+        description='Pharaoh pairs "i-j": output word j to source word i, words counted from '
+        "0 over the whitespace-separated words of the sentence and of `text`",
+    )
 
 
 class TranslateResponse(BaseModel):
