@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seq2seq.alignment import word_alignment
 from seq2seq.batching import TokenBatchSampler, example_cost
 from seq2seq.encoder import length_mask
 from seq2seq.errors import UserError
@@ -79,23 +78,9 @@ def score_pairs(
             pieces = len(target_ids[row]) + 1
             aligned = None
             if attention is not None:
-                aligned = _aligned(
-                    translator, sources[row], source_ids[row], target_ids[row], attention[k]
-                )
+                aligned = translator.align_words(sources[row], target_ids[row], attention[k])
             results[row] = PairScore(total, pieces, total / pieces, aligned)
     return results
-
-
-def _aligned(
-    translator: Translator,
-    source: str,
-    source_ids: list[int],
-    target_ids: list[int],
-    weights: np.ndarray,
-) -> list[tuple[int, int]]:
-    """The word alignment of one pair from its (T, S) forced attention."""
-    src_pieces = translator.tokenizer.src_pieces(source.strip())[: len(source_ids)]  # as cut
-    return word_alignment(weights, src_pieces, translator.tokenizer.tgt_pieces(target_ids))
 
 
 def _encoded_pairs(

@@ -258,8 +258,15 @@ class Translator:
             if translation.tokens:
                 raise UserError("alignments need attention: translate with attention=True")
             return []
-        src, tgt = self.pieces(sentence, translation)
-        return word_alignment(translation.attention, src, tgt[: len(translation.tokens)])
+        return self.align_words(sentence, translation.tokens, translation.attention)
+
+    def align_words(
+        self, sentence: str, tokens: list[int], attention: np.ndarray
+    ) -> list[tuple[int, int]]:
+        """(source word, output word) pairs from the (T(+1), S) attention of output `tokens`
+        over the source pieces of `sentence` as decoding reads them."""
+        src = self.tokenizer.src_pieces(sentence.strip())[: self.max_src_len]
+        return word_alignment(attention, src, self.tokenizer.tgt_pieces(tokens))
 
     def pieces(self, sentence: str, translation: Translation) -> tuple[list[str], list[str]]:
         """Source and output pieces labelling the rows and columns of `translation.attention`."""
