@@ -201,14 +201,16 @@ def train_ours(out: Path, config: Path, minutes: float, overrides: list) -> dict
 
 def translate_child(src: str, hyp: str, options: str, *checkpoints: str) -> None:
     """In a fresh process: translate `src` into `hyp` on the CPU with one model or an
-    ensemble (`Translator.translate`'s `options`, JSON); print the decoding seconds as
-    JSON, model loading excluded."""
+    ensemble (`Translator.translate`'s `options`, JSON, with `from_checkpoints`'s `quantize`
+    and `shortlist`); print the decoding seconds as JSON, model loading excluded."""
     from seq2seq.translator import Translator
 
-    translator = Translator.from_checkpoints(checkpoints, device="cpu")
+    decoding = json.loads(options)
+    loading = {key: decoding.pop(key) for key in ("quantize", "shortlist") if key in decoding}
+    translator = Translator.from_checkpoints(checkpoints, device="cpu", **loading)
     sentences = read_lines(Path(src))
     start = time.perf_counter()
-    hyps = translator.translate(sentences, **json.loads(options))
+    hyps = translator.translate(sentences, **decoding)
     seconds = time.perf_counter() - start
     write_lines(Path(hyp), hyps)
     print(json.dumps({"decode_s": seconds}))

@@ -79,14 +79,15 @@ class Encoder(nn.Module):
             summary: (B, D) final states of the top layer, directions concatenated.
         """
         embedded = self.dropout(self.embed(src))  # (B, S, E)
-        if embedded.device.type == "cpu":
+        if embedded.device.type == "cpu" and isinstance(self.rnn, nn.RNNBase):
             states, summary = self._unpacked(embedded, src_lengths)
         else:
             states, summary = self._packed(embedded, src_lengths)
         return self.dropout(states), summary
 
     def _packed(self, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """The RNN over a packed sequence (cuDNN on CUDA): (B, S, E) -> states, summary."""
+        """The RNN over a packed sequence (cuDNN on CUDA; an int8 RNN, seq2seq.quantize, on
+        CPU): (B, S, E) -> states, summary."""
         packed = pack_padded_sequence(
             embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
         )

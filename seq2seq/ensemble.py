@@ -82,9 +82,13 @@ class Ensemble(nn.Module):
     def log_probs(self, outputs: Tensor) -> Tensor:
         """(N, sum F_m) rows of `decode_step` outputs -> (N, V) combined log-probabilities."""
         parts = outputs.split(self.output_sizes, dim=-1)  # (N, F_m) each
-        member = torch.stack(
+        return self.combine(
             [model.log_probs(part) for model, part in zip(self.models, parts, strict=True)]
-        )  # (M, N, V)
+        )
+
+    def combine(self, member_log_probs: list[Tensor]) -> Tensor:
+        """Each model's (N, V) log-probabilities -> (N, V) theirs combined by the rule."""
+        member = torch.stack(member_log_probs)  # (M, N, V)
         if self.rule == "prob":
             return torch.logsumexp(member, dim=0) - math.log(len(self.models))
         return member.mean(dim=0)

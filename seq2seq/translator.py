@@ -16,6 +16,8 @@ from seq2seq.checkpoint import load_checkpoint
 from seq2seq.ensemble import Ensemble, EnsembleRule
 from seq2seq.errors import UserError
 from seq2seq.model import Seq2Seq, build_model
+from seq2seq.quantize import Quantize, quantize_int8
+from seq2seq.restricted import Restricted
 from seq2seq.sampling import Sampling, sample_search
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.search_rules import (
@@ -25,6 +27,7 @@ from seq2seq.search_rules import (
     LengthPenalty,
     at_length_limit,
 )
+from seq2seq.shortlist import Shortlist
 from seq2seq.textfiles import line_numbers
 from seq2seq.tokenizer import Tokenizer
 
@@ -67,6 +70,8 @@ class Translator:
         max_len_a: default output length limit a * source pieces + b. From a checkpoint:
             the limit its validation used (`--model.max_len_a`, `--model.max_len_b`).
         max_len_b: see max_len_a.
+        shortlist: decode each sentence over its own candidate target pieces
+            (seq2seq.restricted); None: over the whole vocabulary.
     """
 
     def __init__(
@@ -77,32 +82,44 @@ class Translator:
         max_src_len: int | None = None,
         max_len_a: float = MAX_LEN_A,
         max_len_b: int = MAX_LEN_B,
+        shortlist: Shortlist | None = None,
     ) -> None:
         self.model = model.to(device).eval()
+        self.searched = self.model if shortlist is None else Restricted(self.model, shortlist)
         self.tokenizer = tokenizer
         self.device = device
         self.max_src_len = max_src_len
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
-        """Load a checkpoint written by `scripts/train.py`: it holds everything needed."""
-        return cls.from_loaded(load_checkpoint(path, mmap=True), path, device)
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", **options: Any
+    ) -> "Translator":
+        """Load a checkpoint written by `scripts/train.py`: it holds everything needed.
+        Takes the `quantize` and `shortlist` options of `from_all_loaded`."""
+        return cls.from_loaded(load_checkpoint(path, mmap=True), path, device, **options)
 
     @classmethod
     def from_checkpoints(
-        cls, paths: Sequence[str | Path], device: str = "auto", rule: EnsembleRule = "logprob"
+        cls,
+        paths: Sequence[str | Path],
+        device: str = "auto",
+        rule: EnsembleRule = "logprob",
+        **options: Any,
     ) -> "Translator":
         """One checkpoint, or several decoded as an ensemble (see seq2seq.ensemble; `rule`
         combines their log-probabilities). Their SentencePiece models must be the same;
-        the first checkpoint's output length limit applies, and the shortest `max_len`."""
+        the first checkpoint's output length limit applies, and the shortest `max_len`.
+        Takes the `quantize` and `shortlist` options of `from_all_loaded`."""
         loaded = [(load_checkpoint(p, mmap=True), p) for p in paths]
-        return cls.from_all_loaded(loaded, device, rule)
+        return cls.from_all_loaded(loaded, device, rule, **options)
 
     @classmethod
-    def from_loaded(cls, checkpoint: dict[str, Any], path: str | Path, device: str) -> "Translator":
+    def from_loaded(
+        cls, checkpoint: dict[str, Any], path: str | Path, device: str, **options: Any
+    ) -> "Translator":
         """From a checkpoint read by `load_checkpoint(path)`."""
-        return cls.from_all_loaded([(checkpoint, path)], device)
+        return cls.from_all_loaded([(checkpoint, path)], device, **options)
 
     @classmethod
     def from_all_loaded(
@@ -110,9 +127,16 @@ class Translator:
         loaded: Sequence[tuple[dict[str, Any], str | Path]],
         device: str,
         rule: EnsembleRule = "logprob",
+        *,
+        quantize: Quantize = "none",
+        shortlist: str | Path | None = None,
     ) -> "Translator":
         """From (checkpoint, its path) pairs read by `load_checkpoint`: one model, or their
-        ensemble."""
+        ensemble. `quantize="int8"` runs each model's per-step layers in int8 on CPU
+        (seq2seq.quantize); `shortlist`, a file of scripts/shortlist.py built for these
+        SentencePiece models, restricts each sentence's output pieces (seq2seq.restricted)."""
+        if quantize not in get_args(Quantize):
+            raise UserError(f"quantize must be one of {get_args(Quantize)}, got {quantize!r}")
         models, tokenizers = zip(*(_model_and_tokenizer(c, p) for c, p in loaded), strict=True)
         (first, first_path), fingerprint = loaded[0], tokenizers[0].fingerprint
         for (_, path), tokenizer in zip(loaded[1:], tokenizers[1:], strict=True):
@@ -123,14 +147,21 @@ class Translator:
                 )
         max_lens = [(c.get("datamodule_hyper_parameters") or {}).get("max_len") for c, _ in loaded]
         known = [n for n in max_lens if n is not None]
-        hparams = first["hyper_parameters"]
+        hparams, where = first["hyper_parameters"], resolve_device(device)
+        if quantize == "int8":
+            models = tuple(quantize_int8(m, where) for m in models)
+        restriction = None
+        if shortlist is not None:
+            restriction = Shortlist.load(shortlist)
+            restriction.check_matches(fingerprint, tokenizers[0].tgt_vocab_size, str(shortlist))
         return cls(
             models[0] if len(models) == 1 else Ensemble(models, rule),
             tokenizers[0],
-            resolve_device(device),
+            where,
             max_src_len=min(known) if known else None,
             max_len_a=hparams.get("max_len_a", MAX_LEN_A),
             max_len_b=hparams.get("max_len_b", MAX_LEN_B),
+            shortlist=restriction,
         )
 
     def translate(self, sentences: list[str], **options: Any) -> list[str]:
@@ -296,12 +327,12 @@ class Translator:
         """Decode one batch of source id lists."""
         src, src_lengths = self.pad(rows)
         if beam_size == 1:
-            found = [[h] for h in greedy_search(self.model, src, src_lengths, **options)]
+            found = [[h] for h in greedy_search(self.searched, src, src_lengths, **options)]
         else:
             found = beam_search(
-                self.model, src, src_lengths, beam_size=beam_size, nbest=nbest, **options
+                self.searched, src, src_lengths, beam_size=beam_size, nbest=nbest, **options
             )
-        return [[self._as_translation(h) for h in ranked] for ranked in found]
+        return self._translations(found, src, src_lengths)
 
     def _sample(
         self,
@@ -314,7 +345,7 @@ class Translator:
         """Draw `nbest` translations of each of one batch of source id lists."""
         src, src_lengths = self.pad(rows)
         found = sample_search(
-            self.model,
+            self.searched,
             src,
             src_lengths,
             seeds=sampling.seeds(sentence_ids),
@@ -324,13 +355,25 @@ class Translator:
             temperature=sampling.temperature,
             **options,
         )
-        return [[self._as_translation(h) for h in samples] for samples in found]
+        return self._translations(found, src, src_lengths)
 
-    def _as_translation(self, hypothesis: Hypothesis) -> Translation:
-        (text,) = self.tokenizer.decode_tgt([hypothesis.tokens])
+    def _translations(
+        self, found: list[list[Hypothesis]], src: Tensor, src_lengths: Tensor
+    ) -> list[list[Translation]]:
+        """Search's hypotheses of the (B, S) sources as translations; under a shortlist,
+        their tokens mapped from the batch's vocabulary to target ids (seq2seq.restricted)."""
+        ids = None
+        if isinstance(self.searched, Restricted):
+            ids = self.searched.vocabulary(src, src_lengths).tolist()
+        return [[self._as_translation(h, ids) for h in ranked] for ranked in found]
+
+    def _as_translation(self, hypothesis: Hypothesis, ids: list[int] | None) -> Translation:
+        """`ids`: the target id of each of search's tokens, or None where they are."""
+        tokens = hypothesis.tokens if ids is None else [ids[t] for t in hypothesis.tokens]
+        (text,) = self.tokenizer.decode_tgt([tokens])
         attention = hypothesis.attention
         weights = None if attention is None else attention.float().cpu().numpy()
-        return Translation(text, hypothesis.score, hypothesis.log_prob, hypothesis.tokens, weights)
+        return Translation(text, hypothesis.score, hypothesis.log_prob, tokens, weights)
 
     def encode_sources(self, sentences: list[str], first_line: int) -> list[list[int]]:
         """Source ids per sentence, as decoding reads them: stripped, over-long ones

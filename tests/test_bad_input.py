@@ -20,6 +20,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TRAIN = str(SCRIPTS / "train.py")
 TRANSLATE = str(SCRIPTS / "translate.py")
 EVALUATE = str(SCRIPTS / "evaluate.py")
+SHORTLIST = str(SCRIPTS / "shortlist.py")
 IS_ROOT = os.geteuid() == 0
 
 
@@ -301,6 +302,24 @@ CASES = [
         _unwritable_output,
         "cannot write {tmp}/locked/out.en: Permission denied",
         marks=pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions"),
+    ),
+    case(
+        "translate-shortlist-not-found",
+        lambda e: e.translate("--shortlist", e.tmp / "lex.pt"),
+        "shortlist not found: {tmp}/lex.pt",
+    ),
+    case(
+        "translate-shortlist-not-a-shortlist",
+        lambda e: e.translate("--shortlist", e.checkpoint),
+        "not a shortlist file (write one with scripts/shortlist.py)",
+    ),
+    case(
+        "shortlist-line-counts-differ",
+        lambda e: [
+            *(SHORTLIST, "--checkpoint", e.checkpoint, "--output", e.tmp / "lex.pt"),
+            *("--src", e.write("s.de", "a\nb\n"), "--tgt", e.write("s.en", "a\n")),
+        ],
+        "parallel files differ in length: {tmp}/s.de has 2 lines, {tmp}/s.en has 1 lines",
     ),
     case(
         "translate-coverage-penalty-without-beta",

@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient
 from seq2seq.alignment import pharaoh
 from seq2seq.cli.serve import build_parser
 from seq2seq.cli.serve import main as serve_main
+from seq2seq.cli.shortlist import main as shortlist_main
 from seq2seq.server import run as server_run
 from seq2seq.server.app import create_app
 from seq2seq.server.batcher import Batcher, QueueFull
@@ -273,8 +274,37 @@ def test_concurrent_requests_get_the_outputs_of_each_sentence_alone(
 ) -> None:
     """One sentence a request from 12 threads, greedy and beam 3 mixed: each output is
     translate()'s for that sentence alone, though the server decoded them in batches."""
-    app = make_app(batch_window_ms=20)
-    url = live_server(app) + "/v1/translate"
+    check_batched_outputs_alike_alone(
+        make_app(batch_window_ms=20), live_server, translator, sentences
+    )
+
+
+def test_with_a_shortlist_too(
+    make_app: Callable[..., FastAPI],
+    live_server: Callable[[FastAPI], str],
+    checkpoint: Path,
+    tiny_corpus: Path,
+    sentences: list[str],
+    tmp_path: Path,
+) -> None:
+    """Per-sentence shortlists keep a request's output its own; /v1/model names the file."""
+    lex = tmp_path / "lex.pt"
+    corpus = ["--src", str(tiny_corpus / "train.de"), "--tgt", str(tiny_corpus / "train.en")]
+    shortlist_main(["--checkpoint", str(checkpoint), *corpus, "--output", str(lex), "-k", "4"])
+    shortlisted = Translator.from_checkpoint(checkpoint, "cpu", shortlist=lex)
+    app = make_app(shortlisted, batch_window_ms=20, shortlist=str(lex))
+    base = check_batched_outputs_alike_alone(app, live_server, shortlisted, sentences)
+    with urllib.request.urlopen(base + "/v1/model", timeout=30) as response:
+        assert json.load(response)["settings"]["shortlist"] == str(lex)
+
+
+def check_batched_outputs_alike_alone(
+    app: FastAPI, live_server: Callable[[FastAPI], str], translator: Translator, sentences: list
+) -> str:
+    """Serves `app`; each one-sentence request's output is `translator`'s for it alone,
+    though the server batched them; -> the server's base URL."""
+    base = live_server(app)
+    url = base + "/v1/translate"
     jobs = [(s, beam) for beam in (1, 3) for s in sentences] * 2
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda job: post(url, {"text": job[0], "beam_size": job[1]}), jobs))
@@ -285,6 +315,7 @@ def test_concurrent_requests_get_the_outputs_of_each_sentence_alone(
     batcher = app.state.service.batcher
     assert batcher.decoded == len(jobs)
     assert batcher.batches < len(jobs) / 2, "requests were not batched together"
+    return base
 
 
 def test_a_failing_sentence_fails_its_own_request_only(

@@ -11,7 +11,7 @@ import logging
 from sacrebleu.metrics import BLEU
 
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.cli.translate import add_decoding_arguments, decoding_options
+from seq2seq.cli.translate import add_decoding_arguments, cpu_speed_options, decoding_options
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.metrics import CorpusScore, corpus_scores
 from seq2seq.textfiles import read_text_lines
@@ -64,7 +64,8 @@ def score(args: argparse.Namespace) -> list[CorpusScore]:
         sources = read_text_lines(args.src)
         check_line_counts(args.src, sources, references)
         loaded = [(load_checkpoint(path, mmap=True), path) for path in args.checkpoint]
-        translator = Translator.from_all_loaded(loaded, args.device, args.ensemble_rule)
+        speed = cpu_speed_options(args)
+        translator = Translator.from_all_loaded(loaded, args.device, args.ensemble_rule, **speed)
         hypotheses = translator.translate(sources, **decoding)
         if tokenize is None:  # the BLEU tokenizer of the (first) model's validation
             tokenize = loaded[0][0]["hyper_parameters"].get("bleu_tokenize")

@@ -8,6 +8,7 @@ answered, then the process exits 0.
 import argparse
 import logging
 
+from seq2seq.cli.translate import add_cpu_speed_arguments
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
 from seq2seq.translator import BATCH_TOKENS
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="uvicorn's log level (default info)",
     )
+    add_cpu_speed_arguments(parser)
     batching = parser.add_argument_group("batching across requests")
     batching.add_argument(
         "--batch-window-ms",

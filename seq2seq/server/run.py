@@ -36,6 +36,8 @@ FLAGS = {  # Settings field: its command-line option
     "batching": "--no-batching",
     "batch_window_ms": "--batch-window-ms",
     "batch_tokens": "--batch-tokens",
+    "quantize": "--quantize",
+    "shortlist": "--shortlist",
 }
 
 
@@ -45,7 +47,8 @@ def run_server(args: argparse.Namespace) -> None:
     loaded = [(load_checkpoint(path, mmap=True), path) for path in args.checkpoint]  # once
     info = describe_loaded(loaded, settings, args.name)  # runs no parallel operation
     threads = threads_for_worker()
-    translator = Translator.from_all_loaded(loaded, args.device)  # one model, or their ensemble
+    speed = {"quantize": settings.quantize, "shortlist": settings.shortlist}
+    translator = Translator.from_all_loaded(loaded, args.device, **speed)  # a model or ensemble
     app = create_app(translator, info, threads)
     config = uvicorn.Config(
         app,

@@ -5,6 +5,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from seq2seq.quantize import Quantize
 from seq2seq.search_rules import LengthPenalty
 from seq2seq.translator import BATCH_TOKENS
 
@@ -94,6 +95,8 @@ class Settings(BaseModel):
     batching: bool = Field(True, description="decode concurrent requests together")
     batch_window_ms: float = Field(5.0, ge=0, description="how long a batch gathers requests")
     batch_tokens: int = Field(BATCH_TOKENS, ge=1, description="source tokens x beam size per batch")
+    quantize: Quantize = Field("none", description="int8: int8 weights (CPU)")
+    shortlist: str | None = Field(None, description="the vocabulary shortlist file, if any")
 
 
 class CheckpointInfo(BaseModel):
