@@ -13,8 +13,9 @@ from tqdm import tqdm
 from seq2seq.alignment import pharaoh
 from seq2seq.cli.translate import CHUNK_LINES, add_checkpoint_argument, add_model_arguments
 from seq2seq.errors import ArgumentParser, UserError, exit_on_user_error
+from seq2seq.rerank import format_nbest, read_nbest, rerank
 from seq2seq.scoring import BATCH_TOKENS, PairScore, score_pairs
-from seq2seq.textfiles import atomic_output, count_lines, open_text_lines
+from seq2seq.textfiles import atomic_output, count_lines, open_text_lines, read_text_lines
 from seq2seq.translator import Translator
 
 
@@ -22,7 +23,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split(":", 1)[1].strip())
     add_checkpoint_argument(parser)
     parser.add_argument("--src", required=True, help="source text, one sentence a line")
-    parser.add_argument("--tgt", required=True, help="its translations, line by line")
+    targets = parser.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--tgt", help="its translations, line by line")
+    targets.add_argument(
+        "--nbest",
+        metavar="FILE",
+        help="translate.py's --nbest output for --src (tsv or jsonl): each candidate gets "
+        "the model's per-piece log-probability as one more feature, and each line's "
+        "candidates are reranked by --weights",
+    )
+    rerank = parser.add_argument_group("reranking (with --nbest)")
+    rerank.add_argument(
+        "--reverse",
+        action="store_true",
+        help="the checkpoint translates the other way: score the source given each candidate "
+        "(a noisy-channel feature)",
+    )
+    rerank.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        help="one per feature, search's score first, this model's last (default: 1 each)",
+    )
+    rerank.add_argument("--best", action="store_true", help="write each line's best text only")
     parser.add_argument("--output", default="-", help="where scores go (- = stdout)")
     parser.add_argument(
         "--format",
@@ -51,17 +74,40 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[seq2seq] %(message)s")
     try:
-        check_aligned(args.src, args.tgt)
+        if args.nbest is None:
+            check_aligned(args.src, args.tgt)
+        elif args.alignment:
+            raise UserError("--alignment scores given pairs (--tgt), not n-best lists")
         translator = Translator.from_checkpoints(
             args.checkpoint, device=args.device, rule=args.ensemble_rule
         )
         if args.alignment and not translator.has_attention:
             raise UserError("--alignment needs a model with attention")
+        if args.nbest is not None:
+            rescore_nbest(translator, args)
+            return
         pairs = zip(open_text_lines(args.src), open_text_lines(args.tgt), strict=True)
         with atomic_output(args.output) as out:
             score_stream(translator, pairs, out, args)
     except UserError as err:
         exit_on_user_error(err)
+
+
+def rescore_nbest(translator: Translator, args: argparse.Namespace) -> None:
+    """Add the model's score of each candidate of `args.nbest` as a feature, rerank each
+    line's candidates by `args.weights`, write them (or each line's best)."""
+    sources = read_text_lines(args.src)
+    groups = read_nbest(args.nbest, len(sources))
+    flat = [(src, c) for src, group in zip(sources, groups, strict=True) for c in group]
+    pairs = [(c.text, src) if args.reverse else (src, c.text) for src, c in flat]
+    srcs, tgts = ([pair[side] for pair in pairs] for side in (0, 1))
+    scores = score_pairs(translator, srcs, tgts, batch_tokens=args.batch_tokens)
+    for (_, candidate), score in zip(flat, scores, strict=True):
+        candidate.features.append(score.per_piece)
+    weights = args.weights or [1.0] * len(groups[0][0].features)
+    ranked = rerank(groups, weights)
+    with atomic_output(args.output) as out:
+        out.writelines(format_nbest(ranked, weights, args.format, best=args.best))
 
 
 def check_aligned(src: str, tgt: str) -> None:
